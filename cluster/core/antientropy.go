@@ -1,0 +1,159 @@
+package core
+
+import (
+	"github.com/anyedge/anyedge/cluster/wire"
+)
+
+// Anti-entropy: a node sends a capability's bucket digest to a peer; the
+// peer answers with its records for every bucket that differs and asks for
+// ours. Both sides merge with the capability's rule, so both converge. It
+// runs on a timer against a random synced peer, and at once towards a node
+// that comes back after being unreachable (a healed partition).
+
+func (c *Core) aeReady(name string, peer NodeID) bool {
+	cs := c.caps[name]
+	if cs.state != Synced || cs.spec.Digest == nil || cs.spec.Bucket == nil {
+		return false
+	}
+	a, ok := c.lsdb[peer]
+	return ok && c.up[peer] && a.Meta.syncedFor(name)
+}
+
+func (c *Core) sendDigest(name string, peer NodeID) {
+	d := c.caps[name].spec.Digest()
+	var w wire.Writer
+	w.String(name)
+	w.U32(uint32(len(d)))
+	for _, h := range d {
+		w.U64(h)
+	}
+	c.route(c.sysFrame(wire.MsgDigest, peer, w.B))
+}
+
+// scheduleHeal runs anti-entropy with a node that became reachable again.
+func (c *Core) scheduleHeal(peer NodeID) {
+	for _, name := range c.capNames {
+		if c.aeReady(name, peer) {
+			c.sendDigest(name, peer)
+		}
+	}
+}
+
+// AntiEntropy starts a digest exchange with peer for every capability
+// (operator-triggered, or on heal).
+func (c *Core) AntiEntropy(peer NodeID) { c.scheduleHeal(peer) }
+
+func (c *Core) tickAntiEntropy() {
+	if c.now.Sub(c.lastAE) < c.cfg.AntiEntropyInterval {
+		return
+	}
+	c.lastAE = c.now
+	up := c.UpNodes()
+	if len(up) == 0 {
+		return
+	}
+	peer := up[c.rnd.Intn(len(up))]
+	c.scheduleHeal(peer)
+}
+
+func (c *Core) onAntiEntropy(f *wire.Frame, r *wire.Reader) {
+	name := r.String()
+	if r.Err != nil {
+		return
+	}
+	cs, ok := c.caps[name]
+	if !ok || cs.state != Synced || cs.spec.Digest == nil {
+		return
+	}
+	switch f.Type {
+	case wire.MsgDigest:
+		n := r.Count(8)
+		theirs := make([]uint64, 0, n)
+		for i := 0; i < n && r.Err == nil; i++ {
+			theirs = append(theirs, r.U64())
+		}
+		if r.Err != nil {
+			return
+		}
+		ours := cs.spec.Digest()
+		if len(ours) != len(theirs) {
+			return // different bucket layouts: nothing comparable
+		}
+		var diff []uint32
+		for i := range ours {
+			if ours[i] != theirs[i] {
+				diff = append(diff, uint32(i))
+			}
+		}
+		if len(diff) == 0 {
+			return
+		}
+		c.sendBuckets(name, cs, f.Src, diff)
+		var w wire.Writer
+		w.String(name)
+		w.U32(uint32(len(diff)))
+		for _, b := range diff {
+			w.U32(b)
+		}
+		c.route(c.sysFrame(wire.MsgDeltaRequest, f.Src, w.B))
+	case wire.MsgDeltaRequest:
+		n := r.Count(4)
+		buckets := make([]uint32, 0, n)
+		for i := 0; i < n && r.Err == nil; i++ {
+			buckets = append(buckets, r.U32())
+		}
+		if r.Err == nil {
+			c.sendBuckets(name, cs, f.Src, buckets)
+		}
+	case wire.MsgDelta:
+		n := r.Count(4)
+		recs := make([][]byte, 0, n)
+		for i := 0; i < n && r.Err == nil; i++ {
+			recs = append(recs, r.Bytes())
+		}
+		if r.Err == nil && len(recs) > 0 && cs.spec.Apply != nil {
+			cs.repairs += uint64(len(recs))
+			cs.spec.Apply(f.Src, recs)
+		}
+	}
+}
+
+// sendBuckets streams the records of the given buckets in bounded frames.
+func (c *Core) sendBuckets(name string, cs *capState, to NodeID, buckets []uint32) {
+	ndig := len(cs.spec.Digest())
+	var recs [][]byte
+	size := 0
+	flush := func() {
+		if len(recs) == 0 {
+			return
+		}
+		var w wire.Writer
+		w.String(name)
+		w.U32(uint32(len(recs)))
+		for _, rec := range recs {
+			w.Bytes(rec)
+		}
+		c.route(c.sysFrame(wire.MsgDelta, to, w.B))
+		recs, size = recs[:0], 0
+	}
+	for _, b := range buckets {
+		if int(b) >= ndig {
+			continue
+		}
+		rd := cs.spec.Bucket(int(b))
+		for {
+			more, done := rd.Next(nil, c.cfg.SyncChunkBytes)
+			for _, rec := range more {
+				recs = append(recs, rec)
+				size += len(rec) + 4
+				if size >= c.cfg.SyncChunkBytes {
+					flush()
+				}
+			}
+			if done {
+				break
+			}
+		}
+	}
+	flush()
+}
