@@ -69,20 +69,20 @@ func (q *dq) Pop() any {
 // delay and FIFO order, silent (blackhole) and hard (TCP reset) cuts,
 // crashes and restarts.
 type simNet struct {
-	t      testing.TB
-	rnd    *rand.Rand
-	now    time.Time
-	nodes  map[NodeID]*simNode
-	ids    []NodeID
-	phys   map[edge]bool // cable present
-	cut    map[edge]bool // blackholed
-	linked map[edge]uint64
-	gen    uint64
-	lastAt map[[2]NodeID]time.Time
-	q      dq
-	qseq   uint64
-	tags   []TagSpec
-	trace  []string
+	t        testing.TB
+	rnd      *rand.Rand
+	now      time.Time
+	nodes    map[NodeID]*simNode
+	ids      []NodeID
+	phys     map[edge]bool // cable present
+	cut      map[edge]bool // blackholed
+	linked   map[edge]uint64
+	gen      uint64
+	lastAt   map[[2]NodeID]time.Time
+	q        dq
+	qseq     uint64
+	tags     []TagSpec
+	trace    []string
 	lastDial time.Time
 }
 
