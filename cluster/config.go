@@ -61,6 +61,10 @@ type Config struct {
 	// SyncTimeout aborts a sync (and tries another donor) when no chunk
 	// arrives for this long. Default 5 s.
 	SyncTimeout time.Duration `yaml:"sync_timeout"`
+	// StateDir, when set, keeps the known members across restarts, so a
+	// node restarted while cut off still knows it is in a minority and
+	// does not claim sharing tags. Default: none.
+	StateDir string `yaml:"state_dir"`
 	// Tags are the sharing tags this node knows about.
 	Tags []TagConfig `yaml:"tags"`
 }

@@ -2,10 +2,53 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/anyedge/anyedge/cluster/core"
+	"github.com/anyedge/anyedge/cluster/transport"
+	"github.com/anyedge/anyedge/cluster/wire"
 )
+
+// Re-exported core types that capability modules use.
+type (
+	// Capability is a module's registration: message handler, snapshot
+	// producer and consumer, and optional anti-entropy digest.
+	Capability = core.Capability
+	// SnapshotReader streams snapshot records.
+	SnapshotReader = core.SnapshotReader
+	// NodeMeta is a node's advertised metadata.
+	NodeMeta = core.NodeMeta
+	// Event is a membership, sync or sharing-tag change.
+	Event = core.Event
+	// MsgType is a capability's message type.
+	MsgType = wire.MsgType
+)
+
+// Event kinds, re-exported.
+const (
+	EventNodeUp    = core.EventNodeUp
+	EventNodeDown  = core.EventNodeDown
+	EventTagOwner  = core.EventTagOwner
+	EventSyncState = core.EventSyncState
+)
+
+// Filter selects destination nodes by their metadata.
+type Filter func(NodeMeta) bool
+
+// InRegion selects the nodes of one region.
+func InRegion(region string) Filter { return func(m NodeMeta) bool { return m.Region == region } }
 
 // Option sets an optional dependency of a Node.
 type Option func(*Node)
@@ -16,11 +59,54 @@ func WithLogger(l *slog.Logger) Option { return func(n *Node) { n.log = l } }
 // WithRegistry registers the node's metrics on reg (default: none).
 func WithRegistry(reg prometheus.Registerer) Option { return func(n *Node) { n.reg = reg } }
 
-// Node is a running cluster member. (STUB: being implemented.)
+// tickEvery drives the core's timers. It is well below the LAN ping
+// interval so that detection stays within DeadAfter + tickEvery.
+const tickEvery = 20 * time.Millisecond
+
+// Node is a running cluster member: the TCP shell around core.Core. One
+// goroutine (the loop) owns the core; everything else talks to it through
+// channels.
 type Node struct {
 	cfg Config
 	log *slog.Logger
 	reg prometheus.Registerer
+	m   *metrics
+	inc uint64
+
+	caps []Capability
+
+	ops    chan func()
+	prio   chan inFrame // heartbeats, ahead of data
+	data   chan inFrame
+	done   chan struct{}
+	closed sync.Once
+	wg     sync.WaitGroup
+
+	tr *transport.Transport
+
+	// Owned by the loop goroutine.
+	core    *core.Core
+	links   map[uint32]*transport.Link
+	heard   sync.Map // *transport.Link -> *atomic.Int64 (unix nanos of last frame)
+	dials   map[string]*dialState
+	subs    []func(Event)
+	started bool
+
+	lastMembers []member
+	lastObserve time.Time
+
+	selfMeta atomic.Pointer[NodeMeta]
+}
+
+type inFrame struct {
+	l *transport.Link
+	f *wire.Frame
+}
+
+type dialState struct {
+	busy    bool
+	next    time.Time
+	backoff time.Duration
 }
 
 // New validates cfg and builds a node. Register capabilities, then Start.
@@ -28,22 +114,502 @@ func New(cfg Config, opts ...Option) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: slog.New(slog.DiscardHandler)}
+	n := &Node{
+		cfg:   cfg,
+		log:   slog.New(slog.DiscardHandler),
+		inc:   uint64(time.Now().UnixNano()),
+		ops:   make(chan func(), 1024),
+		prio:  make(chan inFrame, 1024),
+		data:  make(chan inFrame, 8192),
+		done:  make(chan struct{}),
+		links: map[uint32]*transport.Link{},
+		dials: map[string]*dialState{},
+	}
 	for _, o := range opts {
 		o(n)
 	}
+	n.m = newMetrics(n.reg)
 	return n, nil
 }
 
-// Start listens, joins the cluster and runs until ctx ends or Close.
-func (n *Node) Start(ctx context.Context) error { return errNotRunning }
+// Register adds a capability. Call it before Start.
+func (n *Node) Register(c Capability) error {
+	if n.started {
+		return errors.New("cluster: Register after Start")
+	}
+	if c.Name == "" || len(c.Name) > wire.MaxCapName {
+		return fmt.Errorf("cluster: capability name must be 1..%d bytes", wire.MaxCapName)
+	}
+	for _, o := range n.caps {
+		if o.Name == c.Name {
+			return fmt.Errorf("cluster: capability %q registered twice", c.Name)
+		}
+	}
+	n.caps = append(n.caps, c)
+	return nil
+}
+
+// Subscribe calls fn for every event, from the node's loop goroutine: fn
+// must not block. Call it before Start.
+func (n *Node) Subscribe(fn func(Event)) { n.subs = append(n.subs, fn) }
+
+func (n *Node) coreConfig() core.Config {
+	c := n.cfg
+	cc := core.Config{
+		Self: core.NodeMeta{
+			ID: c.NodeID, Incarnation: n.inc, Region: c.Region, ClusterAddr: c.Advertise,
+			SIPAddr: c.SIPAddr, Priority: int32(c.Priority), Seed: c.Seed,
+		},
+		LAN:                 core.Timers(c.LAN),
+		WAN:                 core.Timers(c.WAN),
+		WANOnly:             c.Profile == "wan",
+		SeedSyncDelay:       c.SeedSyncDelay,
+		AntiEntropyInterval: c.AntiEntropyInterval,
+		SyncTimeout:         c.SyncTimeout,
+		SyncChunkBytes:      c.SyncChunkBytes,
+		SyncWindow:          c.SyncWindow,
+		Known:               n.loadKnown(),
+		Seed:                int64(n.inc),
+	}
+	for _, t := range c.Tags {
+		ts := core.TagSpec{Name: t.Name, Region: t.Region, Nodes: t.Nodes}
+		if len(t.Priorities) > 0 {
+			ts.Priorities = map[uint32]int32{}
+			for id, p := range t.Priorities {
+				ts.Priorities[id] = int32(p)
+			}
+		}
+		cc.Tags = append(cc.Tags, ts)
+	}
+	return cc
+}
+
+func (n *Node) tlsConfig() (*tls.Config, error) {
+	t := n.cfg.TLS
+	if t.CertFile == "" {
+		return nil, nil
+	}
+	cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+	if err != nil {
+		return nil, &FieldError{Key: "tls.cert_file", Err: err.Error()}
+	}
+	pem, err := os.ReadFile(t.CAFile)
+	if err != nil {
+		return nil, &FieldError{Key: "tls.ca_file", Err: err.Error()}
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, &FieldError{Key: "tls.ca_file", Err: "no PEM certificates found"}
+	}
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      pool,
+		ClientCAs:    pool,
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		MinVersion:   tls.VersionTLS13,
+	}, nil
+}
+
+// Start listens, starts dialing the join addresses and runs the node until
+// Close. It returns once the listener is up.
+func (n *Node) Start(ctx context.Context) error {
+	if n.started {
+		return errors.New("cluster: started twice")
+	}
+	n.started = true
+	tc, err := n.tlsConfig()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	n.core = core.New(n.coreConfig(), now)
+	for _, c := range n.caps {
+		n.core.Register(c)
+	}
+	self := n.core.Self()
+	n.selfMeta.Store(&self)
+	n.tr, err = transport.New(transport.Config{
+		Listen: n.cfg.Listen, Key: []byte(n.cfg.Key), TLS: tc, Logger: n.log.With("component", "transport"),
+	}, n.hello, (*handler)(n))
+	if err != nil {
+		return err
+	}
+	if err := n.tr.Start(); err != nil {
+		return fmt.Errorf("cluster: listen %s: %w", n.cfg.Listen, err)
+	}
+	n.log.Info("cluster node started", "node", n.cfg.NodeID, "region", n.cfg.Region, "listen", n.tr.Addr().String(), "seed", n.cfg.Seed, "join", n.cfg.Join)
+	n.wg.Add(1)
+	go n.loop(ctx)
+	return nil
+}
+
+// Addr is the cluster listener's address.
+func (n *Node) Addr() net.Addr { return n.tr.Addr() }
 
 // Close leaves the cluster and stops every goroutine.
-func (n *Node) Close() error { return nil }
+func (n *Node) Close() error {
+	n.closed.Do(func() { close(n.done) })
+	n.wg.Wait()
+	if n.tr != nil {
+		return n.tr.Close()
+	}
+	return nil
+}
 
-func (n *Node) Nodes() []NodeView                          { return nil }
-func (n *Node) Topology() TopologyView                     { return TopologyView{} }
-func (n *Node) Caps() []CapView                            { return nil }
-func (n *Node) Tags() []TagView                            { return nil }
-func (n *Node) RemoveNode(id uint32) error                 { return errNotRunning }
-func (n *Node) SetTagActive(tag string, node uint32) error { return errNotRunning }
+func (n *Node) hello() transport.Hello {
+	m := n.selfMeta.Load()
+	return transport.Hello{NodeID: n.cfg.NodeID, Incarnation: n.inc, Meta: core.EncodeMeta(*m)}
+}
+
+func (n *Node) loop(ctx context.Context) {
+	defer n.wg.Done()
+	t := time.NewTicker(tickEvery)
+	defer t.Stop()
+	n.dialTargets(time.Now())
+	for {
+		// Heartbeats first: a backlog of data must not delay them.
+		select {
+		case in := <-n.prio:
+			n.recv(in)
+			continue
+		default:
+		}
+		select {
+		case <-ctx.Done():
+			n.closed.Do(func() { close(n.done) })
+			return
+		case <-n.done:
+			return
+		case in := <-n.prio:
+			n.recv(in)
+		case in := <-n.data:
+			n.recv(in)
+		case op := <-n.ops:
+			op()
+		case now := <-t.C:
+			n.tick(now)
+		}
+		n.flush()
+	}
+}
+
+func (n *Node) recv(in inFrame) {
+	id := in.l.Peer().NodeID
+	if n.links[id] != in.l {
+		return // a replaced or closed link
+	}
+	n.m.recvFrame(in.f)
+	n.core.Recv(time.Now(), id, in.f)
+}
+
+func (n *Node) tick(now time.Time) {
+	// Liveness is stamped by the reader goroutines as frames arrive, so a
+	// busy loop never mistakes a talking peer for a dead one.
+	for id, l := range n.links {
+		if v, ok := n.heard.Load(l); ok {
+			n.core.Heard(id, time.Unix(0, v.(*atomic.Int64).Load()))
+		}
+	}
+	n.core.Tick(now)
+	n.dialTargets(now)
+	if now.Sub(n.lastObserve) >= time.Second {
+		n.lastObserve = now
+		n.m.observe(n)
+	}
+}
+
+// flush performs the core's output.
+func (n *Node) flush() {
+	r := n.core.Ready()
+	for _, s := range r.Sends {
+		l := n.links[s.To]
+		if l == nil {
+			continue
+		}
+		if err := l.Send(s.Frame); err != nil {
+			n.m.sendDropped.Inc()
+			continue
+		}
+		n.m.sentFrame(s.Frame)
+	}
+	for _, id := range r.Close {
+		if l := n.links[id]; l != nil {
+			n.log.Warn("link dead: no heartbeat", "peer", id, "addr", l.RemoteAddr().String())
+			delete(n.links, id)
+			go l.Close()
+		}
+	}
+	for _, e := range r.Events {
+		n.logEvent(e)
+		for _, fn := range n.subs {
+			fn(e)
+		}
+	}
+	if len(r.Events) > 0 {
+		self := n.core.Self()
+		n.selfMeta.Store(&self)
+		n.saveKnown()
+	}
+}
+
+func (n *Node) logEvent(e Event) {
+	switch e.Kind {
+	case core.EventNodeUp:
+		n.log.Info("node up", "node", e.Node)
+	case core.EventNodeDown:
+		n.log.Warn("node down", "node", e.Node)
+	case core.EventTagOwner:
+		n.log.Info("tag owner", "tag", e.Tag, "owner", e.Owner, "active", e.Active)
+	case core.EventSyncState:
+		n.log.Info("capability sync", "cap", e.Cap, "state", e.State.String())
+	}
+}
+
+// dialTargets dials the join addresses until a link is up, and every
+// known node without a direct link, with a per-address backoff.
+func (n *Node) dialTargets(now time.Time) {
+	var addrs []string
+	if len(n.links) == 0 {
+		addrs = append(addrs, n.cfg.Join...)
+	}
+	for _, m := range n.core.WantLinks() {
+		addrs = append(addrs, m.ClusterAddr)
+	}
+	for _, a := range addrs {
+		if a == "" || a == n.cfg.Advertise {
+			continue
+		}
+		d := n.dials[a]
+		if d == nil {
+			d = &dialState{backoff: 100 * time.Millisecond}
+			n.dials[a] = d
+		}
+		if d.busy || now.Before(d.next) {
+			continue
+		}
+		d.busy = true
+		n.wg.Add(1)
+		go n.dial(a)
+	}
+}
+
+func (n *Node) dial(addr string) {
+	defer n.wg.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	_, err := n.tr.Dial(ctx, addr)
+	n.do(func() {
+		d := n.dials[addr]
+		d.busy = false
+		if err == nil {
+			d.backoff = 100 * time.Millisecond
+			return
+		}
+		var ref *transport.RefusedError
+		if errors.As(err, &ref) {
+			n.m.refused.Inc()
+			n.log.Error("cluster refused this node", "addr", addr, "reason", ref.Reason)
+			d.backoff = 5 * time.Second
+		} else {
+			n.log.Debug("dial failed", "addr", addr, "err", err)
+			d.backoff = min(2*d.backoff, 2*time.Second)
+		}
+		d.next = time.Now().Add(d.backoff)
+	})
+}
+
+// do runs fn on the loop goroutine (fire and forget).
+func (n *Node) do(fn func()) {
+	select {
+	case n.ops <- fn:
+	case <-n.done:
+	}
+}
+
+// call runs fn on the loop goroutine and waits for it.
+func (n *Node) call(fn func()) error {
+	ch := make(chan struct{})
+	select {
+	case n.ops <- func() { fn(); close(ch) }:
+	case <-n.done:
+		return errNotRunning
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-n.done:
+		return errNotRunning
+	}
+}
+
+// handler is the transport's view of the node.
+type handler Node
+
+func (h *handler) Admit(peer transport.Hello, remote net.Addr) error {
+	n := (*Node)(h)
+	meta, err := core.DecodeMeta(peer.Meta)
+	if err != nil || meta.ID != peer.NodeID || meta.Incarnation != peer.Incarnation {
+		return errors.New("malformed node metadata")
+	}
+	var verdict error
+	if err := n.call(func() { verdict = n.core.Admit(meta) }); err != nil {
+		return err
+	}
+	if verdict != nil {
+		n.m.refused.Inc()
+		n.log.Error("refused node", "node", meta.ID, "remote", remote.String(), "reason", verdict.Error())
+	}
+	return verdict
+}
+
+func (h *handler) LinkUp(l *transport.Link) {
+	n := (*Node)(h)
+	stamp := new(atomic.Int64)
+	stamp.Store(time.Now().UnixNano())
+	n.heard.Store(l, stamp)
+	meta, _ := core.DecodeMeta(l.Peer().Meta)
+	n.do(func() {
+		id := meta.ID
+		if old := n.links[id]; old != nil {
+			// Both sides dialed at once: keep the link dialed by the lower
+			// id, so that both ends keep the same one.
+			self := n.cfg.NodeID
+			keepOld := old.Peer().Incarnation == meta.Incarnation &&
+				dialer(old, self) != dialer(l, self) && dialer(old, self) == min(id, self)
+			if keepOld {
+				go l.Close()
+				return
+			}
+			go old.Close()
+		}
+		n.links[id] = l
+		n.core.LinkUp(time.Now(), meta)
+		n.log.Info("link up", "peer", id, "addr", l.RemoteAddr().String(), "outbound", l.Outbound())
+		n.flush()
+	})
+}
+
+func dialer(l *transport.Link, self uint32) uint32 {
+	if l.Outbound() {
+		return self
+	}
+	return l.Peer().NodeID
+}
+
+func (h *handler) Frame(l *transport.Link, f *wire.Frame) {
+	n := (*Node)(h)
+	if v, ok := n.heard.Load(l); ok {
+		v.(*atomic.Int64).Store(time.Now().UnixNano())
+	}
+	ch := n.data
+	if f.Flags&wire.FlagPriority != 0 {
+		ch = n.prio
+	}
+	select {
+	case ch <- inFrame{l, f}:
+	case <-n.done:
+	}
+}
+
+func (h *handler) LinkDown(l *transport.Link, err error) {
+	n := (*Node)(h)
+	n.heard.Delete(l)
+	n.do(func() {
+		id := l.Peer().NodeID
+		if n.links[id] != l {
+			return
+		}
+		delete(n.links, id)
+		n.log.Warn("link down", "peer", id, "err", err)
+		n.core.LinkDown(time.Now(), id)
+		n.flush()
+	})
+}
+
+func (h *handler) BadFrame(l *transport.Link, err error) {
+	n := (*Node)(h)
+	n.m.badFrames.Inc()
+	n.log.Warn("bad frame dropped", "peer", l.Peer().NodeID, "err", err)
+}
+
+func (h *handler) AuthFailed(remote net.Addr, err error) {
+	n := (*Node)(h)
+	n.m.authFailures.Inc()
+	addr := ""
+	if remote != nil {
+		addr = remote.String()
+	}
+	n.log.Warn("authentication failed", "remote", addr, "err", err)
+}
+
+// Send sends a capability message to one node, routed through others if
+// there is no direct link.
+func (n *Node) Send(capName string, typ MsgType, to uint32, body []byte) error {
+	var ok bool
+	if err := n.call(func() { ok = n.core.Send(time.Now(), capName, typ, to, body); n.flush() }); err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("cluster: node %d unreachable", to)
+	}
+	return nil
+}
+
+// SendMatching sends to every reachable node that f selects (all when f
+// is nil) and returns how many it sent to.
+func (n *Node) SendMatching(capName string, typ MsgType, f Filter, body []byte) int {
+	cnt := 0
+	_ = n.call(func() { cnt = n.core.SendMatching(time.Now(), capName, typ, f, body); n.flush() })
+	return cnt
+}
+
+// Broadcast sends to every reachable node.
+func (n *Node) Broadcast(capName string, typ MsgType, body []byte) int {
+	return n.SendMatching(capName, typ, nil, body)
+}
+
+// TagFilter selects the nodes eligible for a sharing tag.
+func (n *Node) TagFilter(tag string) Filter {
+	var elig []uint32
+	_ = n.call(func() {
+		for _, t := range n.core.Tags() {
+			if t.Name == tag {
+				elig = t.Eligible
+			}
+		}
+	})
+	return func(m NodeMeta) bool { return slices.Contains(elig, m.ID) }
+}
+
+// SetDrained advertises the node as drained (not eligible for tags).
+func (n *Node) SetDrained(d bool) error {
+	return n.call(func() { n.core.SetDrained(time.Now(), d); n.flush() })
+}
+
+// Synced reports whether the capability is synced on this node.
+func (n *Node) Synced(capName string) bool {
+	ok := false
+	_ = n.call(func() {
+		for _, c := range n.core.Caps() {
+			if c.Name == capName {
+				ok = c.State == core.Synced
+			}
+		}
+	})
+	return ok
+}
+
+// Self returns the node's own metadata.
+func (n *Node) Self() NodeMeta {
+	if m := n.selfMeta.Load(); m != nil {
+		return *m
+	}
+	return NodeMeta{ID: n.cfg.NodeID, Region: n.cfg.Region}
+}

@@ -201,6 +201,15 @@ func (c *Core) LinkDown(now time.Time, peer NodeID) {
 // Linked reports whether a direct link to peer is up.
 func (c *Core) Linked(peer NodeID) bool { _, ok := c.links[peer]; return ok }
 
+// Heard records that a frame from neighbour arrived at t. The shell stamps
+// arrivals on its reader goroutines, so liveness does not wait for the
+// core to work through a backlog of data.
+func (c *Core) Heard(neighbour NodeID, t time.Time) {
+	if l, ok := c.links[neighbour]; ok && t.After(l.lastHeard) {
+		l.lastHeard = t
+	}
+}
+
 // Tick advances time: heartbeats, dead links, LSA refresh, sync timers,
 // anti-entropy.
 func (c *Core) Tick(now time.Time) {
