@@ -1,0 +1,110 @@
+package wire
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// DefaultReadBuffer is the FrameReader's buffer size. Frames up to this size
+// (the common case: heartbeats, LSAs, replication records) are decoded in
+// place from the buffer without an intermediate copy.
+const DefaultReadBuffer = 64 << 10
+
+// FrameReader reads frames from a byte stream (a TCP or TLS connection).
+//
+// It is the streaming counterpart of Decode. (It is not called Reader
+// because that name is taken by the body field reader in buf.go.)
+//
+// Frames returned by ReadFrame own their memory: Cap and Body never alias
+// the reader's reusable buffer, so a frame may be handed to another
+// goroutine while the reader goes on.
+//
+// Error handling follows Decode's sentinels:
+//   - an ErrBadFrame-wrapped error means exactly that frame was consumed and
+//     dropped; the next ReadFrame continues with the following frame;
+//   - ErrTooLarge, io.EOF (clean end between frames), io.ErrUnexpectedEOF
+//     (end inside a frame) and read errors are sticky: the stream is
+//     unusable and every later call returns the same error.
+//
+// A FrameReader is not safe for concurrent use.
+type FrameReader struct {
+	br      *bufio.Reader
+	maxSize int
+	err     error // sticky
+}
+
+// NewFrameReader returns a FrameReader over r with a DefaultReadBuffer-sized
+// buffer and a size limit of MaxFrameSize.
+func NewFrameReader(r io.Reader) *FrameReader {
+	return &FrameReader{br: bufio.NewReaderSize(r, DefaultReadBuffer), maxSize: MaxFrameSize}
+}
+
+// SetMaxSize lowers the largest frame (length prefix excluded) the reader
+// accepts; bigger ones fail with ErrTooLarge before anything is allocated.
+// The transport uses it to cap handshake frames at 64 KiB from a peer that
+// has not authenticated yet. n <= 0 or n > MaxFrameSize means MaxFrameSize.
+func (r *FrameReader) SetMaxSize(n int) {
+	if n <= 0 || n > MaxFrameSize {
+		n = MaxFrameSize
+	}
+	r.maxSize = n
+}
+
+// ReadFrame reads the next frame. See FrameReader for the error contract.
+func (r *FrameReader) ReadFrame() (*Frame, error) {
+	if r.err != nil {
+		return nil, r.err
+	}
+	f, err := r.readFrame()
+	if err != nil && !errors.Is(err, ErrBadFrame) {
+		r.err = err
+	}
+	return f, err
+}
+
+func (r *FrameReader) readFrame() (*Frame, error) {
+	hdr, err := r.br.Peek(lenSize)
+	if err != nil {
+		if errors.Is(err, io.EOF) && len(hdr) > 0 {
+			return nil, io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	size, err := frameSize(hdr)
+	if err != nil {
+		return nil, err
+	}
+	if size > r.maxSize {
+		return nil, fmt.Errorf("%w: length prefix %d, limit %d", ErrTooLarge, size, r.maxSize)
+	}
+	total := lenSize + size
+	if total <= r.br.Size() {
+		// Common case: decode straight out of the bufio buffer, then
+		// release it. parse copies what it keeps.
+		p, err := r.br.Peek(total)
+		if err != nil {
+			return nil, eofInFrame(err)
+		}
+		f, perr := parse(p[lenSize:])
+		if _, err := r.br.Discard(total); err != nil {
+			return nil, err // cannot happen: the bytes were peeked
+		}
+		return f, perr
+	}
+	// Big frame (snapshot chunks): read into a fresh buffer that the frame
+	// then owns, so a link does not keep a 1 MiB scratch buffer alive.
+	buf := make([]byte, total)
+	if _, err := io.ReadFull(r.br, buf); err != nil {
+		return nil, eofInFrame(err)
+	}
+	return parseNoCopy(buf[lenSize:])
+}
+
+func eofInFrame(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
