@@ -111,7 +111,10 @@ func decodeHello(b []byte) (*helloMsg, error) {
 	return m, nil
 }
 
-func authMAC(key []byte, role byte, ownNonce, peerNonce []byte, ownID, peerID uint32) []byte {
+// authMAC proves the key and binds both hellos: a man in the middle who
+// rewrites a node's id, incarnation or metadata breaks the MAC, even
+// without TLS.
+func authMAC(key []byte, role byte, ownNonce, peerNonce []byte, ownID, peerID uint32, ownHello, peerHello []byte) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(authLabel))
 	m.Write([]byte{role})
@@ -121,6 +124,9 @@ func authMAC(key []byte, role byte, ownNonce, peerNonce []byte, ownID, peerID ui
 	binary.BigEndian.PutUint32(ids[0:], ownID)
 	binary.BigEndian.PutUint32(ids[4:], peerID)
 	m.Write(ids[:])
+	oh, ph := sha256.Sum256(ownHello), sha256.Sum256(peerHello)
+	m.Write(oh[:])
+	m.Write(ph[:])
 	return m.Sum(nil)
 }
 
@@ -133,6 +139,8 @@ type hs struct {
 	tls      bool
 	me       helloMsg
 	peer     *helloMsg
+	meRaw    []byte // hello bodies as sent and received: the MAC covers them
+	peerRaw  []byte
 }
 
 // handshake authenticates raw and returns a link that is not started yet.
@@ -248,6 +256,7 @@ func (h *hs) readHello() error {
 	if err != nil {
 		return err
 	}
+	h.peerRaw = f.Body
 	if h.peer, err = decodeHello(f.Body); err != nil {
 		h.refuse(resultProtocol, "malformed hello")
 		return err
@@ -279,7 +288,7 @@ func (h *hs) verify() error {
 		return err
 	}
 	_, peerRole := h.role()
-	want := authMAC(h.t.cfg.Key, peerRole, h.peer.nonce, h.me.nonce, h.peer.NodeID, h.me.NodeID)
+	want := authMAC(h.t.cfg.Key, peerRole, h.peer.nonce, h.me.nonce, h.peer.NodeID, h.me.NodeID, h.peerRaw, h.meRaw)
 	if !hmac.Equal(f.Body, want) {
 		h.refuse(resultAuthFailed, reasonAuthFailed)
 		return fmt.Errorf("%w: peer's response does not match the cluster key", ErrAuth)
@@ -358,11 +367,16 @@ func (h *hs) frame(typ wire.MsgType, body []byte) *wire.Frame {
 	return &wire.Frame{Version: wire.MinVersion, Type: typ, Src: h.me.NodeID, Cap: wire.SystemCap, Body: body}
 }
 
-func (h *hs) helloFrame() *wire.Frame { return h.frame(wire.MsgHello, h.me.encode()) }
+func (h *hs) helloFrame() *wire.Frame {
+	if h.meRaw == nil {
+		h.meRaw = h.me.encode()
+	}
+	return h.frame(wire.MsgHello, h.meRaw)
+}
 
 func (h *hs) responseFrame() *wire.Frame {
 	own, _ := h.role()
-	mac := authMAC(h.t.cfg.Key, own, h.me.nonce, h.peer.nonce, h.me.NodeID, h.peer.NodeID)
+	mac := authMAC(h.t.cfg.Key, own, h.me.nonce, h.peer.nonce, h.me.NodeID, h.peer.NodeID, h.meRaw, h.peerRaw)
 	return h.frame(wire.MsgAuthResponse, mac)
 }
 
