@@ -1,0 +1,49 @@
+# anyedge build, test and lab entry points. `make test` is what CI runs
+# (.ci/run); `make lab` starts a local cluster to play with.
+
+# Go lives in /usr/local/go on our machines; appended so that a go already
+# on PATH wins.
+export PATH := $(PATH):/usr/local/go/bin
+
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/anyedge/anyedge/internal/version.Version=$(VERSION)
+
+.PHONY: all build deps test e2e bench lab lab-down fuzz clean
+
+all: build
+
+build:
+	go build -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
+
+deps:
+	scripts/install-deps.sh
+
+test: deps build
+	go vet ./...
+	go test -race -count=1 ./...
+	$(MAKE) e2e
+
+# End-to-end tests with real parts (namespaces, BIRD, SIPp); they need root.
+e2e:
+	@if [ -d e2e ]; then \
+		echo go test -count=1 -tags e2e ./e2e/...; \
+		go test -count=1 -tags e2e ./e2e/...; \
+	else \
+		echo "no e2e/ directory: skipping end-to-end tests"; \
+	fi
+
+bench:
+	go test -run '^$$' -bench . -benchmem ./...
+
+lab:
+	scripts/lab.sh up
+
+lab-down:
+	scripts/lab.sh down
+
+# A short fuzz run of the wire decoder; go test -fuzz takes one package.
+fuzz:
+	go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 30s ./cluster/wire
+
+clean:
+	rm -rf bin/

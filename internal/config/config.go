@@ -1,0 +1,144 @@
+// Package config is the daemon's YAML configuration file (edged.yaml).
+//
+// The file is one mapping of sections. Each section maps onto the Config
+// struct of the package it configures (the `cluster:` section is
+// cluster.Config), so that a package's defaults and validation live with the
+// package and the daemon only adds file names, key paths and line numbers to
+// the errors. Sections still to come: sip, bgp, location, cps, vips.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/anyedge/anyedge/cluster"
+)
+
+// Config is the whole daemon configuration.
+type Config struct {
+	// Log configures the daemon's structured log on stderr.
+	Log LogConfig `yaml:"log"`
+	// Admin configures the admin HTTP API that edgectl and Prometheus use.
+	Admin AdminConfig `yaml:"admin"`
+	// Cluster configures the cluster protocol; see cluster.Config.
+	Cluster cluster.Config `yaml:"cluster"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	// Level is the lowest level logged: debug, info (default), warn or error.
+	Level string `yaml:"level"`
+	// Format is "text" (default, for people) or "json" (for log shippers).
+	Format string `yaml:"format"`
+}
+
+// AdminConfig configures the admin HTTP API.
+type AdminConfig struct {
+	// Listen is the admin API's TCP address. Default "127.0.0.1:9090": the
+	// API can change cluster state, so it is not exposed unless asked for.
+	Listen string `yaml:"listen"`
+	// Token is the bearer token that state-changing calls must present.
+	// Optional on a loopback address (local access is already trusted);
+	// required otherwise, so that exposing the API never exposes it
+	// unauthenticated.
+	Token string `yaml:"token"`
+	// TokenFile reads Token from a file (surrounding whitespace trimmed), to
+	// keep the secret out of the config file. Exclusive with Token.
+	TokenFile string `yaml:"token_file"`
+}
+
+// DefaultAdminListen is the admin API address when none is configured.
+const DefaultAdminListen = "127.0.0.1:9090"
+
+// SlogLevel returns the configured level as a slog.Level. Call it on a
+// validated config; unknown levels map to info.
+func (c LogConfig) SlogLevel() slog.Level {
+	switch c.Level {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// validate fills defaults and checks every section. Errors are *fieldError
+// with the full key path (for example "cluster.tags[1].name").
+func (c *Config) validate() error {
+	if err := c.Log.validate(); err != nil {
+		return err
+	}
+	if err := c.Admin.validate(); err != nil {
+		return err
+	}
+	if err := c.Cluster.Validate(); err != nil {
+		var fe *cluster.FieldError
+		if errors.As(err, &fe) {
+			return &fieldError{key: "cluster." + fe.Key, msg: fe.Err}
+		}
+		return &fieldError{key: "cluster", msg: err.Error()}
+	}
+	return nil
+}
+
+func (c *LogConfig) validate() error {
+	switch c.Level {
+	case "":
+		c.Level = "info"
+	case "debug", "info", "warn", "error":
+	default:
+		return &fieldError{key: "log.level", msg: fmt.Sprintf("must be debug, info, warn or error, not %q", c.Level)}
+	}
+	switch c.Format {
+	case "":
+		c.Format = "text"
+	case "text", "json":
+	default:
+		return &fieldError{key: "log.format", msg: fmt.Sprintf("must be text or json, not %q", c.Format)}
+	}
+	return nil
+}
+
+func (c *AdminConfig) validate() error {
+	if c.Listen == "" {
+		c.Listen = DefaultAdminListen
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return &fieldError{key: "admin.listen", msg: fmt.Sprintf("not host:port: %v", err)}
+	}
+	if c.Token != "" && c.TokenFile != "" {
+		return &fieldError{key: "admin.token_file", msg: "set token or token_file, not both"}
+	}
+	if c.TokenFile != "" {
+		b, err := os.ReadFile(c.TokenFile)
+		if err != nil {
+			return &fieldError{key: "admin.token_file", msg: err.Error()}
+		}
+		c.Token = strings.TrimSpace(string(b))
+		if c.Token == "" {
+			return &fieldError{key: "admin.token_file", msg: fmt.Sprintf("%s is empty", c.TokenFile)}
+		}
+	}
+	if c.Token == "" && !isLoopback(host) {
+		return &fieldError{key: "admin.token", msg: fmt.Sprintf(
+			"required when admin.listen (%s) is not a loopback address: set token or token_file", c.Listen)}
+	}
+	return nil
+}
+
+// isLoopback reports whether host only accepts local connections. An empty
+// host listens on every interface, so it is not loopback.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
