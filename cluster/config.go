@@ -2,7 +2,9 @@ package cluster
 
 import (
 	"errors"
+
 	"fmt"
+	"github.com/anyedge/anyedge/cluster/core"
 	"net"
 	"time"
 )
@@ -214,4 +216,11 @@ func fillTimers(t *Timers, def Timers, key string) error {
 	return nil
 }
 
-var errNotRunning = errors.New("cluster: node not running")
+// Errors the admin API maps to HTTP statuses.
+var (
+	ErrNotRunning  = errors.New("cluster: node not running")
+	ErrUnknownNode = core.ErrUnknownNode
+	ErrUnknownTag  = core.ErrUnknownTag
+)
+
+var errNotRunning = ErrNotRunning

@@ -1,6 +1,7 @@
 package core
 
 import (
+	"fmt"
 	"slices"
 	"time"
 
@@ -154,7 +155,7 @@ func (c *Core) RemoveNode(now time.Time, id NodeID) error {
 	case id == c.self:
 		return errorf("node %d is this node", id)
 	case !ok:
-		return errorf("node %d is not known", id)
+		return fmt.Errorf("%w %d", ErrUnknownNode, id)
 	case c.up[id]:
 		return errorf("node %d is up: stop it first", id)
 	}

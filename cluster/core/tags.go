@@ -1,11 +1,18 @@
 package core
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/anyedge/anyedge/cluster/wire"
+)
+
+// Errors callers can tell apart (the admin API maps them to statuses).
+var (
+	ErrUnknownNode = errors.New("unknown node")
+	ErrUnknownTag  = errors.New("unknown tag")
 )
 
 func errorf(format string, a ...any) error { return fmt.Errorf(format, a...) }
@@ -71,7 +78,7 @@ func (c *Core) SetTagActive(now time.Time, tag string, node NodeID) error {
 	c.now = now
 	t := c.tag(tag)
 	if t == nil {
-		return errorf("unknown tag %q", tag)
+		return fmt.Errorf("%w %q", ErrUnknownTag, tag)
 	}
 	if node != 0 && !slices.Contains(c.eligible(t), node) {
 		return errorf("node %d is not eligible for tag %q", node, tag)

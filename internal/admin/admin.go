@@ -193,7 +193,14 @@ func (s *Server) setTagActive(w http.ResponseWriter, r *http.Request) {
 // well-formed, so the conflict is with the cluster's state: 409.
 func (s *Server) refused(w http.ResponseWriter, r *http.Request, err error, attrs ...any) {
 	s.log.Warn("admin call refused", append(attrs, "path", r.URL.Path, "err", err)...)
-	writeError(w, http.StatusConflict, err.Error())
+	status := http.StatusConflict
+	switch {
+	case errors.Is(err, cluster.ErrUnknownNode), errors.Is(err, cluster.ErrUnknownTag):
+		status = http.StatusNotFound
+	case errors.Is(err, cluster.ErrNotRunning):
+		status = http.StatusServiceUnavailable
+	}
+	writeError(w, status, err.Error())
 }
 
 // decode reads a JSON request body into v, answering 400 on any problem.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -172,6 +173,12 @@ func TestWrites(t *testing.T) {
 		{name: "remove refused by the cluster", apiErr: refused,
 			call:       call{method: "POST", path: "/v1/cluster/remove", body: `{"node": 2}`},
 			wantStatus: 409, wantBody: `{"error":"node 2 is up: only a down node can be removed"}`, wantRemove: []uint32{2}},
+		{name: "remove an unknown node", apiErr: fmt.Errorf("%w 9", cluster.ErrUnknownNode),
+			call:       call{method: "POST", path: "/v1/cluster/remove", body: `{"node": 9}`},
+			wantStatus: 404, wantBody: `{"error":"unknown node 9"}`, wantRemove: []uint32{9}},
+		{name: "remove while not running", apiErr: cluster.ErrNotRunning,
+			call:       call{method: "POST", path: "/v1/cluster/remove", body: `{"node": 9}`},
+			wantStatus: 503, wantBody: `{"error":"cluster: node not running"}`, wantRemove: []uint32{9}},
 		{name: "set active", token: "t0ken",
 			call:       call{method: "POST", path: "/v1/cluster/tags/active", body: `{"tag": "lab-vip", "node": 2}`, token: "t0ken"},
 			wantStatus: 200, wantBody: `{"status":"ok"}`, wantSet: []SetTagActiveRequest{{"lab-vip", 2}}},
