@@ -27,6 +27,7 @@ type metrics struct {
 	sendDropped  prometheus.Counter
 	forwarded    prometheus.Counter
 	noRoute      prometheus.Counter
+	linksDead    prometheus.Counter
 	syncState    *prometheus.GaugeVec
 	syncRecords  *prometheus.GaugeVec
 	repairs      *prometheus.GaugeVec
@@ -63,6 +64,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		sendDropped:  c("send_dropped_total", "Frames dropped because a link's send queue was full."),
 		forwarded:    c("frames_forwarded_total", "Frames relayed for other nodes."),
 		noRoute:      c("no_route_total", "Frames dropped for want of a route."),
+		linksDead:    c("links_dead_total", "Direct links declared dead because the peer went silent (heartbeat timeout)."),
 		syncState:    g("capability_sync_state", "1 for the capability's current sync state.", "cap", "state"),
 		syncRecords:  g("capability_sync_records", "Records received by the current or last sync.", "cap"),
 		repairs:      g("capability_repaired_records", "Records received through anti-entropy.", "cap"),
@@ -71,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		for _, col := range []prometheus.Collector{m.nodes, m.nodeUp, m.nodeDirect, m.rtt, m.links, m.framesSent, m.framesRecv,
-			m.bytesSent, m.bytesRecv, m.authFailures, m.badFrames, m.refused, m.sendDropped, m.forwarded, m.noRoute,
+			m.bytesSent, m.bytesRecv, m.authFailures, m.badFrames, m.refused, m.sendDropped, m.forwarded, m.noRoute, m.linksDead,
 			m.syncState, m.syncRecords, m.repairs, m.tagOwner, m.tagActive} {
 			reg.MustRegister(col)
 		}

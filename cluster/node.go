@@ -332,6 +332,7 @@ func (n *Node) flush() {
 		}
 		n.m.sentFrame(s.Frame)
 	}
+	n.m.linksDead.Add(float64(len(r.Close)))
 	for _, id := range r.Close {
 		if l := n.links[id]; l != nil {
 			n.log.Warn("link dead: no heartbeat", "peer", id, "addr", l.RemoteAddr().String())

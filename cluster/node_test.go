@@ -25,7 +25,7 @@ type store struct {
 }
 
 func (s *store) put(k, v string) { s.mu.Lock(); s.m[k] = v; s.mu.Unlock() }
-func (s *store) len() int         { s.mu.Lock(); defer s.mu.Unlock(); return len(s.m) }
+func (s *store) len() int        { s.mu.Lock(); defer s.mu.Unlock(); return len(s.m) }
 
 type recReader struct{ recs [][]byte }
 

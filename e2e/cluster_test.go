@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,6 +81,34 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("edgectl cluster nodes on n2:\n%s", out)
+	})
+
+	// No flapping under a full CPU load: every core busy with spinning
+	// processes for a while, and no link may be declared dead meanwhile.
+	t.Run("no_flap_under_cpu_load", func(t *testing.T) {
+		whole(t)
+		deadBefore := sumLinksDead(t, members)
+		hogs := runtime.NumCPU() * 2
+		for i := 0; i < hogs; i++ {
+			p := client.Start(t, fmt.Sprintf("hog%d.log", i), "timeout", "8", "sh", "-c", "while :; do :; done")
+			t.Cleanup(func() { p.Kill() })
+		}
+		netlab.Consistently(t, 6*time.Second, 100*time.Millisecond, func() error {
+			for _, n := range members {
+				v, err := n.topology()
+				if err != nil {
+					return err
+				}
+				if err := mesh(n, v); err != nil {
+					return fmt.Errorf("under CPU load: %w", err)
+				}
+			}
+			return nil
+		})
+		if after := sumLinksDead(t, members); after != deadBefore {
+			t.Errorf("links declared dead under CPU load: %v -> %v", deadBefore, after)
+		}
+		t.Logf("%d CPU hogs on %d cores for 6 s: no link declared dead, full mesh throughout", hogs, runtime.NumCPU())
 	})
 
 	t.Run("link_cut_rerouted", func(t *testing.T) {
@@ -395,4 +424,18 @@ func garbageClient(h *netlab.Host, addr string, payload []byte, limit time.Durat
 	default:
 		return d, int(got), fmt.Errorf("not cut off after %v (%d bytes received): %w", d.Round(time.Millisecond), got, err)
 	}
+}
+
+// sumLinksDead adds up anyedge_cluster_links_dead_total over the nodes.
+func sumLinksDead(t *testing.T, nodes []*node) float64 {
+	t.Helper()
+	total := 0.0
+	for _, n := range nodes {
+		v, found, err := n.metric("anyedge_cluster_links_dead_total")
+		if err != nil || !found {
+			t.Fatalf("node %s: anyedge_cluster_links_dead_total: found=%v err=%v", n.name, found, err)
+		}
+		total += v
+	}
+	return total
 }
