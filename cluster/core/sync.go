@@ -108,7 +108,7 @@ func (c *Core) donorFor(name string, cs *capState) NodeID {
 	var bestKey [3]int64
 	for _, id := range c.UpNodes() {
 		m := c.lsdb[id].Meta
-		if !m.syncedFor(name) {
+		if !m.syncedFor(name) || (cs.spec.Donors != nil && !cs.spec.Donors(m)) {
 			continue
 		}
 		if t, ok := cs.avoid[id]; ok && c.now.Sub(t) < 2*c.cfg.SyncTimeout {
@@ -138,7 +138,7 @@ func (c *Core) tickSync() {
 		case Pending:
 			if d := c.donorFor(name, cs); d != 0 {
 				c.startSync(name, cs, d)
-			} else if c.cfg.Self.Seed && c.now.Sub(cs.since) >= c.cfg.SeedSyncDelay {
+			} else if c.now.Sub(cs.since) >= c.cfg.SeedSyncDelay && c.mayDeclareSynced(cs) {
 				// The seed rule: nobody to sync from, so this node's
 				// (possibly empty) data is the cluster's.
 				c.finishSync(name, cs)
@@ -154,6 +154,23 @@ func (c *Core) tickSync() {
 			delete(c.streams, id)
 		}
 	}
+}
+
+// mayDeclareSynced is the seed rule, widened for capabilities whose data
+// only some nodes hold (Donors).
+func (c *Core) mayDeclareSynced(cs *capState) bool {
+	if c.cfg.Self.Seed {
+		return true
+	}
+	if cs.spec.Donors == nil {
+		return false
+	}
+	for _, id := range c.UpNodes() {
+		if cs.spec.Donors(c.lsdb[id].Meta) && id < c.self {
+			return false // a lower-id holder is around: it goes first
+		}
+	}
+	return true
 }
 
 func (c *Core) startSync(name string, cs *capState, donor NodeID) {
@@ -215,13 +232,20 @@ func (c *Core) onSync(f *wire.Frame, r *wire.Reader) {
 			return
 		}
 		cs, ok := c.caps[name]
-		if !ok || cs.state != Synced || cs.spec.Snapshot == nil {
+		if !ok || cs.state != Synced || (cs.spec.Snapshot == nil && cs.spec.SnapshotFor == nil) {
 			var w wire.Writer
 			w.U64(req)
 			c.route(c.sysFrame(wire.MsgSyncAbort, f.Src, w.B))
 			return
 		}
-		s := &outStream{id: req, to: f.Src, capName: name, reader: cs.spec.Snapshot(), lastAck: c.now}
+		var rd SnapshotReader
+		if cs.spec.SnapshotFor != nil {
+			to, _ := c.Meta(f.Src)
+			rd = cs.spec.SnapshotFor(to)
+		} else {
+			rd = cs.spec.Snapshot()
+		}
+		s := &outStream{id: req, to: f.Src, capName: name, reader: rd, lastAck: c.now}
 		c.streams[req] = s
 		c.pump(s)
 	case wire.MsgSyncAck:

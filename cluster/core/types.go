@@ -140,6 +140,16 @@ type Capability struct {
 	NeedsSync bool
 	// Snapshot produces the records for a joining node (donor side).
 	Snapshot func() SnapshotReader
+	// SnapshotFor, when set, is used instead of Snapshot and is told who
+	// asks, so that a donor sends only what that node should hold.
+	SnapshotFor func(to NodeMeta) SnapshotReader
+	// Donors, when set, restricts donors to the nodes it selects: for data
+	// that only some nodes hold, such as a region's bindings. When no
+	// selected node is synced after SeedSyncDelay, the node declares itself
+	// synced if it is a seed, if no selected node is reachable at all, or
+	// if it has the lowest id among the reachable selected nodes (so two
+	// partners restarting together don't wait for each other forever).
+	Donors func(NodeMeta) bool
 	// Apply merges records from a snapshot or an anti-entropy delta. The
 	// capability's merge rule makes it idempotent: a record seen twice, or
 	// older than what is held, changes nothing.
