@@ -96,6 +96,7 @@ type Node struct {
 	lastObserve time.Time
 
 	selfMeta atomic.Pointer[NodeMeta]
+	view     viewHolder
 }
 
 type inFrame struct {
@@ -228,6 +229,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	self := n.core.Self()
 	n.selfMeta.Store(&self)
+	n.refreshView()
 	n.tr, err = transport.New(transport.Config{
 		Listen: n.cfg.Listen, Key: []byte(n.cfg.Key), TLS: tc, Logger: n.log.With("component", "transport"),
 	}, n.hello, (*handler)(n))
@@ -315,6 +317,7 @@ func (n *Node) tick(now time.Time) {
 	if now.Sub(n.lastObserve) >= time.Second {
 		n.lastObserve = now
 		n.m.observe(n)
+		n.refreshView()
 	}
 }
 
@@ -350,6 +353,7 @@ func (n *Node) flush() {
 		self := n.core.Self()
 		n.selfMeta.Store(&self)
 		n.saveKnown()
+		n.refreshView()
 	}
 }
 

@@ -170,6 +170,19 @@ func TestThreeNodesJoinSyncAndTags(t *testing.T) {
 		}
 		return nil
 	})
+	// The lock-free view used by hot paths agrees with the loop's.
+	eventually(t, 2*time.Second, func() error {
+		if !n1.IsUp(2) || !n1.IsUp(3) {
+			return fmt.Errorf("view: 2 up=%v 3 up=%v", n1.IsUp(2), n1.IsUp(3))
+		}
+		if m, ok := n1.Meta(3); !ok || m.Region != "r1" || m.ClusterAddr != addrs[2] {
+			return fmt.Errorf("view: meta of 3 = %+v, %v", m, ok)
+		}
+		if o := n1.TagOwner("vip"); o == 0 || o != n1.Tags()[0].Owner {
+			return fmt.Errorf("view: tag owner %d, loop says %d", o, n1.Tags()[0].Owner)
+		}
+		return nil
+	})
 	if err := n2.SetTagActive("vip", 3); err != nil {
 		t.Fatal(err)
 	}
