@@ -1,0 +1,112 @@
+package edge
+
+import (
+	"crypto/hmac"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/anyedge/anyedge/edge/nat"
+	"github.com/anyedge/anyedge/edge/proxy"
+)
+
+// dialogRoute is where an in-dialog request goes after our Routes are
+// popped (RFC 3261 §16.4 and §16.12).
+type dialogRoute struct {
+	fwd    *sip.Request // our copy, Routes popped
+	target proxy.Target
+}
+
+// routeInDialog preprocesses the routes of an in-dialog request (or an ACK)
+// and decides its next hop; ok is false when we must not relay it: it is
+// not on a route set of ours, or the route's signature is wrong and the
+// sender is not trusted. The copy keeps the original untouched, since
+// sipgo reads it concurrently (for its automatic responses).
+func (s *Server) routeInDialog(r *request) (dialogRoute, bool) {
+	fwd := r.req.Clone()
+	popped := s.px.PopRoutes(fwd)
+	trusted := s.isTrusted(r.src)
+	if len(popped) == 0 {
+		// Not through our Record-Route: only trusted peers may have us
+		// relay along the Request-URI.
+		if !trusted {
+			return dialogRoute{}, false
+		}
+		return dialogRoute{fwd: fwd, target: proxy.Target{URI: fwd.Recipient, Socket: r.in.ps}}, true
+	}
+	last := popped[len(popped)-1]
+	params := last.UriParams
+	ftag, _ := params.Get(rrFromTag)
+	if !trusted {
+		sig, _ := params.Get(rrSig)
+		if !hmac.Equal([]byte(sig), []byte(s.sign(callID(fwd), ftag))) {
+			return dialogRoute{}, false
+		}
+	}
+	out := s.px.SocketFor(&last)
+	var sock *socket
+	for _, so := range s.sockets {
+		if so.ps == out {
+			sock = so
+		}
+	}
+	if sock == nil {
+		sock = r.in
+	}
+	t := proxy.Target{URI: fwd.Recipient, Socket: sock.ps}
+	if fwd.Route() == nil {
+		// The next hop is the remote target itself: use its NAT flow when
+		// we recorded one. From the caller (its from-tag) the request goes
+		// to the callee, else to the caller.
+		key := rrCallerFlow
+		if fromTag(fwd) == ftag {
+			key = rrCalleeFlow
+		}
+		if tok, ok := params.Get(key); ok {
+			if f, err := nat.ParseFlow(tok); err == nil {
+				t.Dest = f.Addr
+				if f.Transport != sock.cfg.Transport {
+					if o := s.socketFor(f.Transport, f.Addr); o != nil {
+						t.Socket = o.ps
+					}
+				}
+			}
+		}
+	}
+	return dialogRoute{fwd: fwd, target: t}, true
+}
+
+// handleInDialog relays a request within a dialog along its route set.
+func (s *Server) handleInDialog(r *request) {
+	dr, ok := s.routeInDialog(r)
+	s.done(r)
+	if !ok {
+		s.m.denied.WithLabelValues("dialog_route").Inc()
+		r.tx.reply(sip.StatusForbidden, "Not On Route Set")
+		return
+	}
+	s.px.Forward(r.ctx, dr.fwd, r.tx, proxy.Plan{
+		Groups:   [][]proxy.Target{{dr.target}},
+		In:       r.in.ps,
+		Loop:     r.loop,
+		FailCode: sip.StatusRequestTimeout,
+	})
+}
+
+// handleAck forwards an ACK that matched no transaction: the ACK of a 2xx,
+// end to end along the route set (RFC 3261 §16.11 stateless). An ACK for a
+// non-2xx is absorbed by the INVITE server transaction and never gets
+// here; a stray one with no route of ours is dropped.
+func (s *Server) handleAck(r *request) {
+	if mf := r.req.MaxForwards(); mf != nil && mf.Val() == 0 {
+		return
+	}
+	r.loop = proxy.LoopHash(r.req)
+	dr, ok := s.routeInDialog(r)
+	s.done(r)
+	if !ok {
+		return
+	}
+	if err := s.px.ForwardStateless(dr.fwd, dr.target, r.loop); err != nil {
+		s.log.Debug("ACK forward failed", "call_id", callID(r.req), "error", err)
+	}
+}

@@ -1,0 +1,254 @@
+package edge
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/anyedge/anyedge/edge/proxy"
+	"github.com/anyedge/anyedge/edge/registrar"
+)
+
+// srvTx wraps a server transaction: it counts responses by class and
+// remembers whether a final one was sent.
+type srvTx struct {
+	sip.ServerTransaction
+	req   *sip.Request
+	m     *metrics
+	final atomic.Bool
+}
+
+func (t *srvTx) Respond(res *sip.Response) error {
+	err := t.ServerTransaction.Respond(res)
+	if err == nil {
+		t.m.response(res.StatusCode)
+	}
+	if res.StatusCode >= 200 {
+		t.final.Store(true)
+	}
+	return err
+}
+
+// reply answers with a response of our own.
+func (t *srvTx) reply(code int, reason string, hdrs ...sip.Header) {
+	res := sip.NewResponseFromRequest(t.req, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	_ = t.Respond(res)
+}
+
+// request is one request being handled.
+type request struct {
+	ctx   context.Context
+	req   *sip.Request
+	tx    *srvTx
+	in    *socket
+	src   netip.Addr
+	start time.Time
+	loop  uint32
+}
+
+// onRequest is the transaction layer's handler: one call per new server
+// transaction (retransmissions are absorbed before). It runs on a
+// goroutine of its own and returns when the request is done.
+func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
+	if !s.enter() {
+		tx.Terminate()
+		return
+	}
+	defer s.leave()
+	r := &request{ctx: s.ctx, req: req, tx: &srvTx{ServerTransaction: tx, req: req, m: s.m}, start: time.Now()}
+	defer func() {
+		if p := recover(); p != nil {
+			s.m.panics.Inc()
+			s.log.Error("panic in SIP request handler", "panic", p, "method", req.Method,
+				"call_id", callID(req), "stack", string(debug.Stack()))
+			if !req.IsAck() && !r.tx.final.Load() {
+				func() {
+					defer func() { _ = recover() }()
+					r.tx.reply(sip.StatusInternalServerError, "Server Internal Error")
+				}()
+			}
+		}
+		if !r.tx.final.Load() {
+			// Nothing was answered (ACK, dropped, aborted): end the
+			// transaction now; with no final response sipgo has no timer
+			// that would.
+			tx.Terminate()
+		}
+	}()
+	s.m.request(req.Method)
+	fixVia(req)
+	if req.IsInvite() {
+		// At once rather than after sipgo's 200 ms: the UAC stops
+		// retransmitting, and sipgo's own 100 timer, which reads the
+		// request concurrently, is stopped before we modify anything.
+		r.tx.reply(sip.StatusTrying, "Trying")
+	}
+	s.handle(r)
+}
+
+func (s *Server) handle(r *request) {
+	req := r.req
+	if code, reason, metric := s.validate(req); code != 0 {
+		s.m.malformed.WithLabelValues(metric).Inc()
+		if !req.IsAck() {
+			r.tx.reply(code, reason)
+		}
+		return
+	}
+	if ap, err := netip.ParseAddrPort(req.Source()); err == nil {
+		r.src = ap.Addr().Unmap()
+	}
+	r.in = s.inSocket(req)
+	switch req.Method {
+	case sip.ACK:
+		s.handleAck(r)
+		return
+	case sip.CANCEL:
+		// A CANCEL matching a pending INVITE never gets here: sipgo's
+		// transaction layer answers it and the proxy cancels the branches.
+		s.done(r)
+		r.tx.reply(sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist")
+		return
+	}
+	self := s.isSelf(req)
+	if mf := req.MaxForwards(); mf != nil && mf.Val() == 0 && !(self && req.Method == sip.OPTIONS) {
+		s.done(r)
+		r.tx.reply(sip.StatusTooManyHops, "Too Many Hops")
+		return
+	}
+	r.loop = proxy.LoopHash(req)
+	if s.px.Looped(req, r.loop) {
+		s.done(r)
+		r.tx.reply(sip.StatusLoopDetected, "Loop Detected")
+		return
+	}
+	switch {
+	case req.Method == sip.REGISTER:
+		s.handleRegister(r)
+	case hasToTag(req):
+		s.handleInDialog(r)
+	case self:
+		s.handleSelf(r)
+	default:
+		s.handleInitial(r)
+	}
+}
+
+// done records the processing time of a request answered or routed.
+func (s *Server) done(r *request) { s.m.handled(r.req.Method, r.start) }
+
+// handleSelf answers requests for the edge itself. OPTIONS is the
+// keepalive and health check of phones, load balancers and upstreams.
+func (s *Server) handleSelf(r *request) {
+	s.done(r)
+	allow := sip.NewHeader("Allow", "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, SUBSCRIBE, NOTIFY, REFER, INFO, MESSAGE, PRACK, UPDATE, PUBLISH")
+	if r.req.Method != sip.OPTIONS {
+		r.tx.reply(sip.StatusMethodNotAllowed, "Method Not Allowed", allow)
+		return
+	}
+	r.tx.reply(sip.StatusOK, "OK", allow, sip.NewHeader("Accept", "application/sdp"))
+}
+
+// isSelf: the Request-URI has no user and names one of our listeners,
+// and the request is not being loose-routed through us.
+func (s *Server) isSelf(req *sip.Request) bool {
+	if req.Recipient.User != "" {
+		return false
+	}
+	if _, lr := req.Recipient.UriParams.Get("lr"); lr {
+		return false
+	}
+	return s.px.SocketFor(&req.Recipient) != nil || s.isLocalDomain(req.Recipient.Host)
+}
+
+// isLocalDomain: a configured domain, or the advertised or bound host of
+// a listener.
+func (s *Server) isLocalDomain(host string) bool {
+	host = strings.ToLower(strings.Trim(host, "[]"))
+	for _, d := range s.cfg.Domains {
+		if d == host {
+			return true
+		}
+	}
+	for _, sock := range s.sockets {
+		if strings.EqualFold(strings.Trim(sock.ps.Host, "[]"), host) || sock.ap.Addr().String() == host {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) isTrusted(a netip.Addr) bool {
+	if !a.IsValid() {
+		return false
+	}
+	for _, p := range s.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// onStrayResponse handles responses that match no client transaction:
+// a 2xx retransmitted after the transaction ended is forwarded statelessly;
+// anything else not ours is dropped.
+func (s *Server) onStrayResponse(res *sip.Response) {
+	if s.px == nil {
+		return
+	}
+	if err := s.px.ForwardResponse(res); err != nil {
+		s.log.Debug("stray response dropped", "status", res.StatusCode, "call_id", callID(res), "error", err)
+	}
+}
+
+func hasToTag(req *sip.Request) bool {
+	if to := req.To(); to != nil {
+		if t, ok := to.Params.Get("tag"); ok && t != "" {
+			return true
+		}
+	}
+	return false
+}
+
+func callID(m sip.Message) string {
+	if c := m.CallID(); c != nil {
+		return c.Value()
+	}
+	return ""
+}
+
+func fromTag(req *sip.Request) string {
+	if f := req.From(); f != nil {
+		t, _ := f.Params.Get("tag")
+		return t
+	}
+	return ""
+}
+
+// aorOf is the canonical AoR of a SIP URI, the registrar's location key
+// ("sip:alice@example.com"); "" when u cannot be an AoR.
+func aorOf(u sip.Uri) string {
+	aor, err := registrar.CanonicalAoR(&u)
+	if err != nil {
+		return ""
+	}
+	return aor
+}
+
+func hostOf(addr string) string {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	return h
+}

@@ -1,0 +1,103 @@
+package edge
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/anyedge/anyedge/edge/location"
+)
+
+// metrics of the SIP server, with methods named for what happened. Label
+// values are bounded: methods outside the known list count as "other",
+// response codes only by class.
+type metrics struct {
+	requests  *prometheus.CounterVec
+	responses *prometheus.CounterVec
+	inflight  prometheus.Gauge
+	authFail  *prometheus.CounterVec
+	malformed *prometheus.CounterVec
+	panics    prometheus.Counter
+	denied    *prometheus.CounterVec
+	failovers prometheus.Counter
+	duration  *prometheus.HistogramVec
+}
+
+var knownMethods = map[sip.RequestMethod]bool{
+	sip.INVITE: true, sip.ACK: true, sip.CANCEL: true, sip.BYE: true, sip.REGISTER: true,
+	sip.OPTIONS: true, sip.SUBSCRIBE: true, sip.NOTIFY: true, sip.REFER: true, sip.INFO: true,
+	sip.MESSAGE: true, sip.PRACK: true, sip.UPDATE: true, sip.PUBLISH: true,
+}
+
+func methodLabel(m sip.RequestMethod) string {
+	if knownMethods[m] {
+		return string(m)
+	}
+	return "other"
+}
+
+func newMetrics(reg prometheus.Registerer, store location.Store) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "anyedge_sip_requests_total",
+			Help: "SIP requests received, by method (retransmissions absorbed by a transaction are not counted).",
+		}, []string{"method"}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "anyedge_sip_responses_total",
+			Help: "SIP responses sent to request senders, by class (1xx..6xx), generated here or forwarded.",
+		}, []string{"class"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "anyedge_sip_transactions_in_flight",
+			Help: "Server transactions being processed (received, final response not sent yet).",
+		}),
+		authFail: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "anyedge_sip_auth_failures_total",
+			Help: "Requests refused by authentication: forbidden (bad credentials) or dropped (blocked source).",
+		}, []string{"reason"}),
+		malformed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "anyedge_sip_malformed_messages_total",
+			Help: "Messages rejected as malformed: unparsable, too large, or missing mandatory headers.",
+		}, []string{"reason"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "anyedge_sip_handler_panics_total",
+			Help: "Request handlers that panicked (recovered; the request got 500).",
+		}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "anyedge_sip_relay_denied_total",
+			Help: "Requests refused because the sender may not relay there (403), by reason.",
+		}, []string{"reason"}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "anyedge_sip_upstream_failovers_total",
+			Help: "Requests that moved on to another upstream after a timeout, transport error or 503.",
+		}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "anyedge_sip_request_duration_seconds",
+			Help:    "Time from receiving a request to answering it locally or handing it to the proxy (routing, auth, location lookup).",
+			Buckets: []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1},
+		}, []string{"method"}),
+	}
+	bindings := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "anyedge_sip_bindings",
+		Help: "Contact bindings currently stored in the location store.",
+	}, func() float64 { return float64(store.Len()) })
+	reg.MustRegister(m.requests, m.responses, m.inflight, m.authFail, m.malformed, m.panics,
+		m.denied, m.failovers, m.duration, bindings)
+	return m
+}
+
+func (m *metrics) request(method sip.RequestMethod) {
+	m.requests.WithLabelValues(methodLabel(method)).Inc()
+}
+
+func (m *metrics) response(code int) {
+	if code < 100 || code > 699 {
+		return
+	}
+	m.responses.WithLabelValues(strconv.Itoa(code/100) + "xx").Inc()
+}
+
+func (m *metrics) handled(method sip.RequestMethod, since time.Time) {
+	m.duration.WithLabelValues(methodLabel(method)).Observe(time.Since(since).Seconds())
+}

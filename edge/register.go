@@ -1,0 +1,70 @@
+package edge
+
+import (
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/anyedge/anyedge/edge/registrar"
+)
+
+// handleRegister authenticates a REGISTER (when auth is on) and hands it
+// to the registrar. Only our own domains are registered here: a REGISTER
+// for another domain is not relayed (403).
+func (s *Server) handleRegister(r *request) {
+	req := r.req
+	if !s.isLocalDomain(req.Recipient.Host) {
+		s.done(r)
+		s.m.denied.WithLabelValues("register_domain").Inc()
+		r.tx.reply(sip.StatusForbidden, "Domain Not Served Here")
+		return
+	}
+	if s.auth != nil && !s.authenticate(r, false) {
+		return
+	}
+	res := s.registrar.Handle(r.ctx, req, registrar.Source{
+		Addr:      req.Source(),
+		Transport: strings.ToLower(req.Transport()),
+		Socket:    r.in.ps.Name,
+	})
+	s.done(r)
+	if res == nil {
+		r.tx.reply(sip.StatusInternalServerError, "Server Internal Error")
+		return
+	}
+	_ = r.tx.Respond(res)
+	if res.StatusCode == sip.StatusOK {
+		if to := req.To(); to != nil {
+			s.tracker.Add(aorOf(to.Address))
+		}
+	}
+}
+
+// authenticate runs digest auth on a request; it answers the request
+// itself and returns false unless the sender is authenticated. proxy
+// selects 407/Proxy-Authorization (requests relayed) over 401/
+// Authorization (REGISTER).
+func (s *Server) authenticate(r *request, proxy bool) bool {
+	out := s.auth.check(r.req, r.req.Source(), proxy)
+	switch out.verdict {
+	case authOK:
+		return true
+	case authChallenge:
+		s.done(r)
+		_ = r.tx.Respond(out.res)
+	case authForbidden:
+		s.done(r)
+		s.m.authFail.WithLabelValues("forbidden").Inc()
+		if out.res != nil {
+			_ = r.tx.Respond(out.res)
+		} else {
+			r.tx.reply(sip.StatusForbidden, "Forbidden")
+		}
+	case authDrop:
+		// A blocked source gets nothing: answering would confirm to a
+		// scanner that a SIP server is here.
+		s.done(r)
+		s.m.authFail.WithLabelValues("blocked").Inc()
+	}
+	return false
+}
