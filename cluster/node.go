@@ -480,7 +480,9 @@ func (h *handler) LinkUp(l *transport.Link) {
 	stamp.Store(time.Now().UnixNano())
 	n.heard.Store(l, stamp)
 	meta, _ := core.DecodeMeta(l.Peer().Meta)
-	n.do(func() {
+	// Synchronous: the link must be registered before this reader
+	// goroutine delivers its first frame (the peer's whole database).
+	_ = n.call(func() {
 		id := meta.ID
 		if old := n.links[id]; old != nil {
 			// Both sides dialed at once: keep the link dialed by the lower

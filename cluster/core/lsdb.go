@@ -44,7 +44,7 @@ func decodeLSA(r *wire.Reader) *LSA {
 	for i := 0; i < n && r.Err == nil; i++ {
 		a.Links = append(a.Links, Adj{Peer: r.U32(), RTT: time.Duration(r.U32()) * time.Microsecond})
 	}
-	if a.Meta.ID != a.Origin && r.Err == nil {
+	if (a.Origin == 0 || a.Meta.ID != a.Origin) && r.Err == nil {
 		r.Err = wire.ErrShort
 	}
 	return a
@@ -230,32 +230,34 @@ func (c *Core) recompute() {
 	for id := range routes {
 		up[id] = true
 	}
-	var ids []NodeID
+	// Switch to the new view first: heal and down handling below ask
+	// whether peers are up.
+	old := c.up
+	c.up = up
+	var came, went []NodeID
 	for id := range up {
-		if !c.up[id] {
-			ids = append(ids, id)
+		if !old[id] {
+			came = append(came, id)
 		}
 	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	for id := range old {
+		if !up[id] {
+			went = append(went, id)
+		}
+	}
+	slices.Sort(came)
+	slices.Sort(went)
+	for _, id := range came {
 		if c.everUp[id] {
 			c.scheduleHeal(id)
 		}
 		c.everUp[id] = true
 		c.event(Event{Kind: EventNodeUp, Node: id})
 	}
-	ids = ids[:0]
-	for id := range c.up {
-		if !up[id] {
-			ids = append(ids, id)
-		}
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
+	for _, id := range went {
 		c.event(Event{Kind: EventNodeDown, Node: id})
 		c.peerGone(id)
 	}
-	c.up = up
 	c.recomputeTags()
 }
 

@@ -29,9 +29,11 @@ type outStream struct {
 	to      NodeID
 	capName string
 	reader  SnapshotReader
-	sent    uint32 // chunks sent
-	acked   uint32 // chunks acknowledged
-	done    bool   // last chunk sent
+	pend    [][]byte // records read but not sent yet
+	rdDone  bool     // the reader has no more
+	sent    uint32   // chunks sent
+	acked   uint32   // chunks acknowledged
+	done    bool     // last chunk sent
 	lastAck time.Time
 }
 
@@ -277,20 +279,38 @@ func (c *Core) onSync(f *wire.Frame, r *wire.Reader) {
 	}
 }
 
-// pump sends chunks while the receiver has window credit.
+// chunkOverhead is the frame and chunk header room kept out of
+// SyncChunkBytes, so that a default chunk fits the transport's 64 KiB read
+// buffer and is never copied into a buffer of its own.
+const chunkOverhead = 64
+
+// pump sends chunks while the receiver has window credit. A chunk holds
+// whole records and, with their length prefixes, stays within
+// SyncChunkBytes (a single larger record goes alone).
 func (c *Core) pump(s *outStream) {
+	budget := max(c.cfg.SyncChunkBytes-chunkOverhead, 1)
 	for !s.done && s.sent-s.acked < uint32(c.cfg.SyncWindow) {
-		recs, done := s.reader.Next(nil, c.cfg.SyncChunkBytes)
-		var w wire.Writer
+		if len(s.pend) == 0 && !s.rdDone {
+			s.pend, s.rdDone = s.reader.Next(s.pend[:0], budget)
+		}
+		n, size := 0, 0
+		for n < len(s.pend) && (n == 0 || size+4+len(s.pend[n]) <= budget) {
+			size += 4 + len(s.pend[n])
+			n++
+		}
+		recs := s.pend[:n]
+		last := s.rdDone && n == len(s.pend)
+		w := wire.Writer{B: make([]byte, 0, 17+size)}
 		w.U64(s.id)
 		w.U32(s.sent + 1)
-		w.Bool(done)
-		w.U32(uint32(len(recs)))
+		w.Bool(last)
+		w.U32(uint32(n))
 		for _, rec := range recs {
 			w.Bytes(rec)
 		}
+		s.pend = s.pend[n:]
 		s.sent++
-		s.done = done
+		s.done = last
 		if !c.route(c.sysFrame(wire.MsgSyncChunk, s.to, w.B)) {
 			delete(c.streams, s.id)
 			return
