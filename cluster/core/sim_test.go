@@ -129,8 +129,8 @@ func TestSimulation(t *testing.T) {
 		seeds = append(seeds, *simSeed)
 	} else {
 		n := *simCount
-		if testing.Short() {
-			n = 100
+		if testing.Short() || raceEnabled {
+			n = min(n, 100)
 		}
 		for i := 1; i <= n; i++ {
 			seeds = append(seeds, int64(i))

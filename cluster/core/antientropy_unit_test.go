@@ -1,0 +1,107 @@
+package core
+
+import (
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+)
+
+// aePair is two synced nodes on one cable, running the kv capability
+// (which has Digest and Bucket) with the periodic anti-entropy set to
+// interval.
+func aePair(t *testing.T, interval time.Duration) *simNet {
+	t.Helper()
+	s := newSimNet(t, 1)
+	s.addNode(1, "r1", true)
+	s.addNode(2, "r1", false)
+	for _, id := range s.ids {
+		s.nodes[id].core.cfg.AntiEntropyInterval = interval
+	}
+	s.phys[mkEdge(1, 2)] = true
+	if err := s.eventually(10*time.Second, s.checkConverged); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// writeLocal writes a key on one node only, as a write made while nobody
+// else is reachable.
+func writeLocal(s *simNet, id NodeID, key string, val uint64) kvRec {
+	r := kvRec{Key: key, Val: val, Ver: uint64(s.now.UnixNano()), Node: id}
+	s.nodes[id].kv.merge(r)
+	return r
+}
+
+func kvEqual(s *simNet) error {
+	a, b := s.nodes[1].kv.m, s.nodes[2].kv.m
+	if !maps.Equal(a, b) {
+		return fmt.Errorf("kv differs: node 1 has %d keys, node 2 has %d", len(a), len(b))
+	}
+	return nil
+}
+
+func TestAntiEntropyOnHeal(t *testing.T) {
+	// The periodic exchange is pushed out of reach: only the digest sent
+	// when a peer comes back can repair the data.
+	s := aePair(t, time.Hour)
+	e := mkEdge(1, 2)
+	s.cut[e] = true
+	if err := s.eventually(3*time.Second, func() error {
+		if s.nodes[1].core.IsUp(2) || s.nodes[2].core.IsUp(1) {
+			return fmt.Errorf("still up across the cut")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	a := writeLocal(s, 1, "only-on-1", 1)
+	b := writeLocal(s, 2, "only-on-2", 2)
+	writeLocal(s, 1, "both", 10)
+	s.run(time.Millisecond)
+	later := writeLocal(s, 2, "both", 20) // the newer write wins
+	delete(s.cut, e)
+	if err := s.eventually(3*time.Second, func() error {
+		if !s.nodes[1].core.IsUp(2) || !s.nodes[2].core.IsUp(1) {
+			return fmt.Errorf("not up again")
+		}
+		return kvEqual(s)
+	}); err != nil {
+		t.Fatalf("3 s after the heal: %v", err)
+	}
+	for _, want := range []kvRec{a, b, later} {
+		if got := s.nodes[1].kv.m[want.Key]; got != want {
+			t.Fatalf("key %s is %+v, want %+v", want.Key, got, want)
+		}
+	}
+	for _, id := range s.ids {
+		if r := capInfo(s.nodes[id].core, "kv").Repairs; r == 0 {
+			t.Fatalf("node %d counted no repairs", id)
+		}
+	}
+}
+
+func TestAntiEntropyPeriodic(t *testing.T) {
+	const interval = 5 * time.Second
+	s := aePair(t, interval)
+	writeLocal(s, 1, "only-on-1", 1)
+	writeLocal(s, 2, "only-on-2", 2)
+	due := s.nodes[1].core.lastAE.Add(interval)
+	if d := s.nodes[2].core.lastAE.Add(interval); d.Before(due) {
+		due = d
+	}
+	for s.now.Before(due.Add(-100 * time.Millisecond)) {
+		s.run(20 * time.Millisecond)
+		if kvEqual(s) == nil {
+			t.Fatalf("converged %v before any exchange was due", due.Sub(s.now))
+		}
+	}
+	if err := s.eventually(time.Second, func() error { return kvEqual(s) }); err != nil {
+		t.Fatalf("1 s after the exchange was due: %v", err)
+	}
+	for _, id := range s.ids {
+		if r := capInfo(s.nodes[id].core, "kv").Repairs; r == 0 {
+			t.Fatalf("node %d counted no repairs", id)
+		}
+	}
+}
