@@ -4,7 +4,7 @@
 // struct of the package it configures (the `cluster:` section is
 // cluster.Config), so that a package's defaults and validation live with the
 // package and the daemon only adds file names, key paths and line numbers to
-// the errors. Sections still to come: sip, bgp, location, cps, vips.
+// the errors. Sections still to come: bgp, location, cps, vips.
 package config
 
 import (
@@ -16,6 +16,7 @@ import (
 	"strings"
 
 	"github.com/anyedge/anyedge/cluster"
+	"github.com/anyedge/anyedge/edge"
 )
 
 // Config is the whole daemon configuration.
@@ -26,6 +27,9 @@ type Config struct {
 	Admin AdminConfig `yaml:"admin"`
 	// Cluster configures the cluster protocol; see cluster.Config.
 	Cluster cluster.Config `yaml:"cluster"`
+	// SIP configures the SIP edge (registrar, proxy, NAT keepalives); see
+	// edge.Config. Without it the node runs the cluster only.
+	SIP *edge.Config `yaml:"sip"`
 }
 
 // LogConfig configures logging.
@@ -83,6 +87,15 @@ func (c *Config) validate() error {
 			return &fieldError{key: "cluster." + fe.Key, msg: fe.Err}
 		}
 		return &fieldError{key: "cluster", msg: err.Error()}
+	}
+	if c.SIP != nil {
+		if err := c.SIP.Validate(); err != nil {
+			var fe *edge.FieldError
+			if errors.As(err, &fe) {
+				return &fieldError{key: "sip." + fe.Key, msg: fe.Msg}
+			}
+			return &fieldError{key: "sip", msg: err.Error()}
+		}
 	}
 	return nil
 }

@@ -167,8 +167,10 @@ func TestParseErrors(t *testing.T) {
 			`edged.yaml:1: admin.token_file: set token or token_file, not both`},
 
 		// Unknown and misspelt keys, at every depth.
-		{"unknown top-level section", "sip: {}\n" + minimal,
-			`edged.yaml:1: sip: unknown key`},
+		{"unknown top-level section", "sipp: {}\n" + minimal,
+			`edged.yaml:1: sipp: unknown key (did you mean sip?)`},
+		{"sip section validated", "sip: {}\n" + minimal,
+			`edged.yaml: sip.listeners: at least one listener is required`},
 		{"misspelt key", "cluster:\n  nodeid: 1\n",
 			`edged.yaml:2: cluster.nodeid: unknown key (did you mean node_id?)`},
 		{"misspelt nested key", minimal + "  lan:\n    ping_intervall: 1s\n",

@@ -23,6 +23,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/anyedge/anyedge/cluster"
+	"github.com/anyedge/anyedge/edge"
+	"github.com/anyedge/anyedge/edge/location"
 	"github.com/anyedge/anyedge/internal/admin"
 	"github.com/anyedge/anyedge/internal/config"
 	"github.com/anyedge/anyedge/internal/version"
@@ -60,6 +62,10 @@ type Daemon struct {
 	reg  *prometheus.Registry
 	node Node
 	ln   net.Listener
+
+	// The SIP edge, when the config has a sip section.
+	sip   *edge.Server
+	store *location.Memory
 }
 
 // Option sets an optional dependency of a Daemon.
@@ -96,6 +102,16 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 	d.node, err = d.newNode(cfg.Cluster, d.log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	if cfg.SIP != nil {
+		d.store = location.NewMemory(location.WithLogger(d.log.With("component", "location")))
+		d.sip, err = edge.New(*cfg.SIP, d.store,
+			edge.WithLogger(d.log.With("component", "sip")),
+			edge.WithRegistry(reg),
+			edge.WithNodeID(cfg.Cluster.NodeID))
+		if err != nil {
+			return nil, fmt.Errorf("sip: %w", err)
+		}
 	}
 	return d, nil
 }
@@ -168,6 +184,13 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer stopNode()
 	nodeErr := make(chan error, 1)
 	go func() { nodeErr <- d.node.Start(nodeCtx) }()
+	if d.sip != nil {
+		go func() { _ = d.store.Run(nodeCtx) }()
+		if err := d.sip.Start(nodeCtx); err != nil {
+			d.ln.Close()
+			return errors.Join(fmt.Errorf("sip: %w", err), d.node.Close())
+		}
+	}
 
 	srv := &http.Server{
 		Handler: admin.New(d.node,
@@ -199,7 +222,7 @@ loop:
 			break loop
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				d.log.Warn("reload not implemented yet; restart edged to apply config changes")
+				d.reload()
 				continue
 			}
 			d.log.Info("shutting down", "signal", sig.String())
@@ -216,6 +239,11 @@ loop:
 // for, so that no goroutine outlives Run.
 func (d *Daemon) shutdown(srv *http.Server, stopNode context.CancelFunc, nodeErr <-chan error) error {
 	var errs []error
+	if d.sip != nil {
+		if err := d.sip.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("sip: close: %w", err))
+		}
+	}
 	if err := d.node.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: close: %w", err))
 	}
@@ -230,4 +258,18 @@ func (d *Daemon) shutdown(srv *http.Server, stopNode context.CancelFunc, nodeErr
 	}
 	d.log.Info("edged stopped")
 	return errors.Join(errs...)
+}
+
+// reload applies what can change without a restart (SIGHUP). A bad file
+// keeps the old state.
+func (d *Daemon) reload() {
+	if d.sip == nil {
+		d.log.Info("reload: nothing to reload")
+		return
+	}
+	if err := d.sip.ReloadSubscribers(); err != nil {
+		d.log.Error("reload: subscribers kept as they were", "err", err)
+		return
+	}
+	d.log.Info("reload: subscribers reloaded")
 }

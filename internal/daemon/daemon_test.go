@@ -182,7 +182,7 @@ func TestRunServesAndStopsOnSignal(t *testing.T) {
 			if node.closed != 1 {
 				t.Errorf("node closed %d times, want 1", node.closed)
 			}
-			for _, want := range []string{"edged started", "reload not implemented yet", "signal=terminated", "edged stopped"} {
+			for _, want := range []string{"edged started", "reload: nothing to reload", "signal=terminated", "edged stopped"} {
 				if !strings.Contains(logs.String(), want) {
 					t.Errorf("log lacks %q:\n%s", want, logs)
 				}
