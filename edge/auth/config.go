@@ -12,35 +12,35 @@ type Config struct {
 	// Realm is the digest realm. Default "": the request's domain (the To
 	// host of a REGISTER, the From host otherwise), which is what UAs and
 	// subscriber files expect in a multi-domain deployment.
-	Realm string
+	Realm string `yaml:"realm"`
 	// NonceTTL is how long a nonce is accepted. Default 300 s: a UA reuses
 	// a nonce for its next requests (nc counting up), so a longer TTL saves
 	// challenges, but a captured nonce stays replay-guarded only while its
 	// nc is remembered (see NonceCache).
-	NonceTTL time.Duration
+	NonceTTL time.Duration `yaml:"nonce_ttl"`
 	// Secret is the HMAC key that makes nonces verifiable without server
 	// state. Default: random per process. Every node behind the anycast
 	// address must share it, or a REGISTER landing on another node than its
 	// challenge is challenged again; at least 16 bytes.
-	Secret string
+	Secret string `yaml:"secret"`
 	// MaxFailures is how many failed attempts a source IP may make within
 	// FailWindow before it is blocked. Default 5.
-	MaxFailures int
+	MaxFailures int `yaml:"max_failures"`
 	// FailWindow is the window failures are counted in. Default 60 s.
-	FailWindow time.Duration
+	FailWindow time.Duration `yaml:"fail_window"`
 	// BlockFor is how long a blocked source stays blocked: its next request
 	// gets 403, later ones are dropped silently (scanners stop getting
 	// answers; a human sees why). Default 300 s.
-	BlockFor time.Duration
+	BlockFor time.Duration `yaml:"block_for"`
 	// NonceCache bounds the nonce→highest-nc map used to refuse replays.
 	// Default 65536 (a few MB). When a live nonce must be evicted, nonces
 	// issued up to it are answered with a stale challenge instead of being
 	// trusted, so a small cache costs challenges, never security.
-	NonceCache int
+	NonceCache int `yaml:"nonce_cache"`
 	// MaxSources bounds the per-source failure table. Default 65536.
 	// Evicting the least recently seen source loses its count, so an
 	// attacker with more addresses than this is throttled less.
-	MaxSources int
+	MaxSources int `yaml:"max_sources"`
 }
 
 // DefaultConfig returns the defaults spelled out (Secret stays empty:

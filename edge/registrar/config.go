@@ -23,28 +23,28 @@ type Config struct {
 	// step 7), and the UA retries with this value. Default 60 s: NAT
 	// keepalives, not re-REGISTERs, are what keep pinholes open, and every
 	// refresh costs a replicated write.
-	MinExpires time.Duration
+	MinExpires time.Duration `yaml:"min_expires"`
 	// MaxExpires caps longer requests (the 200 OK says what was granted).
 	// Default 3600 s: a UA that vanished without unregistering is dropped
 	// within an hour.
-	MaxExpires time.Duration
+	MaxExpires time.Duration `yaml:"max_expires"`
 	// DefaultExpires applies when the REGISTER has neither an Expires
 	// header nor an expires parameter. Default 3600 s (RFC 3261 suggests
 	// 3600 for this case).
-	DefaultExpires time.Duration
+	DefaultExpires time.Duration `yaml:"default_expires"`
 	// MaxContacts bounds the bindings of one AoR, and the contacts one
 	// REGISTER may carry. Default 10: more than a user's devices, few
 	// enough that a forking INVITE stays small. -1: no limit.
-	MaxContacts int
+	MaxContacts int `yaml:"max_contacts"`
 	// Policy when an AoR is full: "reject" answers 403; "replace-oldest"
 	// (default) evicts the least recently registered binding, so a user
 	// who replaced a phone without unregistering the old one is not
 	// locked out.
-	Policy string
+	Policy string `yaml:"policy"`
 	// Domains are the domains we are registrar for (AoR host, compared
 	// case-insensitively). A REGISTER for any other domain gets 404 (RFC
 	// 3261 §10.3 step 3). Empty: any domain (single-tenant labs).
-	Domains []string
+	Domains []string `yaml:"domains"`
 }
 
 // DefaultConfig returns the defaults spelled out.
