@@ -4,7 +4,7 @@
 // struct of the package it configures (the `cluster:` section is
 // cluster.Config), so that a package's defaults and validation live with the
 // package and the daemon only adds file names, key paths and line numbers to
-// the errors. Sections still to come: bgp, location, cps, vips.
+// the errors. Sections still to come: location, vips.
 package config
 
 import (
@@ -15,8 +15,10 @@ import (
 	"os"
 	"strings"
 
+	"github.com/anyedge/anyedge/bgp"
 	"github.com/anyedge/anyedge/cluster"
 	"github.com/anyedge/anyedge/edge"
+	"github.com/anyedge/anyedge/edge/cps"
 )
 
 // Config is the whole daemon configuration.
@@ -30,6 +32,14 @@ type Config struct {
 	// SIP configures the SIP edge (registrar, proxy, NAT keepalives); see
 	// edge.Config. Without it the node runs the cluster only.
 	SIP *edge.Config `yaml:"sip"`
+	// CPS configures the platform-wide calls-per-second limits on new
+	// INVITEs; see cps.Config. It needs the sip section (only SIP calls are
+	// limited). Without it no call is limited.
+	CPS *cps.Config `yaml:"cps"`
+	// BGP configures the BGP speaker that announces the node's prefixes
+	// while the node is ready; see bgp.Config. Without it nothing is
+	// announced.
+	BGP *bgp.Config `yaml:"bgp"`
 }
 
 // LogConfig configures logging.
@@ -95,6 +105,27 @@ func (c *Config) validate() error {
 				return &fieldError{key: "sip." + fe.Key, msg: fe.Msg}
 			}
 			return &fieldError{key: "sip", msg: err.Error()}
+		}
+	}
+	if c.CPS != nil {
+		if c.SIP == nil {
+			return &fieldError{key: "cps", msg: "needs the sip section: the limits apply to new SIP calls"}
+		}
+		if err := c.CPS.Validate(); err != nil {
+			var fe *cps.FieldError
+			if errors.As(err, &fe) {
+				return &fieldError{key: "cps." + fe.Key, msg: fe.Err}
+			}
+			return &fieldError{key: "cps", msg: err.Error()}
+		}
+	}
+	if c.BGP != nil {
+		if err := c.BGP.Validate(); err != nil {
+			var fe *bgp.FieldError
+			if errors.As(err, &fe) {
+				return &fieldError{key: "bgp." + fe.Key, msg: fe.Err}
+			}
+			return &fieldError{key: "bgp", msg: err.Error()}
 		}
 	}
 	return nil

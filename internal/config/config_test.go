@@ -284,3 +284,117 @@ func TestLoad(t *testing.T) {
 		t.Errorf("Load(missing) error = %v, want not exist", err)
 	}
 }
+
+// withSIP is minimal plus the smallest sip section, which cps needs.
+const withSIP = minimal + `
+sip:
+  listeners: [{transport: udp, addr: "127.0.0.1:5060"}]
+`
+
+func TestParseCPSAndBGP(t *testing.T) {
+	cfg, err := Parse("edged.yaml", []byte(withSIP+`
+cps:
+  partition_policy: full
+  limits:
+    - name: platform
+      rate: 200
+    - name: per-ip
+      rate: 5
+      selector: source_ip
+      response: {code: 486}
+bgp:
+  asn: 65001
+  router_id: 198.18.0.1
+  peers:
+    - address: 198.18.0.254
+      asn: 65000
+      bfd: {enabled: true}
+  prefixes:
+    - prefix: 203.0.113.10/32
+      communities: ["65000:100", no_export]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.CPS
+	if c == nil || len(c.Limits) != 2 || c.PartitionPolicy != "full" {
+		t.Fatalf("cps = %+v", c)
+	}
+	// Defaults come from cps.Config.Validate.
+	if c.Slot != 100*time.Millisecond || c.Limits[0].Window != time.Second ||
+		c.Limits[0].Response.Code != 503 || c.Limits[0].Response.RetryAfter != time.Second ||
+		c.Limits[1].Selector != "source_ip" || c.Limits[1].Response.RetryAfter != 0 {
+		t.Errorf("cps defaults not filled: %+v", c)
+	}
+	b := cfg.BGP
+	if b == nil || b.ASN != 65001 || len(b.Peers) != 1 || len(b.Prefixes) != 1 {
+		t.Fatalf("bgp = %+v", b)
+	}
+	// Defaults come from bgp.Config.Validate.
+	if p := b.Peers[0]; p.Port != 179 || p.HoldTime != 9*time.Second || p.BFD.Multiplier != 3 {
+		t.Errorf("bgp peer defaults not filled: %+v", p)
+	}
+	advs := b.Advertisements()
+	if len(advs) != 1 || advs[0].String() != "203.0.113.10/32 communities 65000:100 65535:65281" {
+		t.Errorf("advertisements = %v", advs)
+	}
+
+	// Both sections are optional.
+	cfg, err = Parse("edged.yaml", []byte(withSIP))
+	if err != nil || cfg.CPS != nil || cfg.BGP != nil {
+		t.Errorf("without cps and bgp: cps %v, bgp %v, err %v", cfg.CPS, cfg.BGP, err)
+	}
+}
+
+// TestParseCPSAndBGPErrors checks that the cps and bgp sections' own
+// validation errors come out under the section's key, with the line.
+func TestParseCPSAndBGPErrors(t *testing.T) {
+	const bgpHead = "bgp:\n  asn: 65001\n  router_id: 198.18.0.1\n"
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"cps without sip", minimal + "cps: {}\n",
+			`edged.yaml:6: cps: needs the sip section: the limits apply to new SIP calls`},
+		{"cps limit without name", withSIP + "cps:\n  limits:\n    - rate: 10\n",
+			`edged.yaml: cps.limits[0].name: required`},
+		{"cps rate", withSIP + "cps:\n  limits:\n    - name: a\n      rate: 0\n",
+			`edged.yaml:12: cps.limits[0].rate: required, calls per second in (0, 1e9], not 0`},
+		{"cps duplicate name", withSIP + "cps:\n  limits:\n    - {name: a, rate: 1}\n    - {name: a, rate: 2}\n",
+			`edged.yaml:12: cps.limits[1].name: "a" already used by limits[0]`},
+		{"cps response code", withSIP + "cps:\n  limits:\n    - name: a\n      rate: 1\n      response: {code: 500}\n",
+			`edged.yaml:13: cps.limits[0].response.code: must be 503, 486 or 480, not 500`},
+		{"cps slot", withSIP + "cps:\n  slot: 5ms\n",
+			`edged.yaml:10: cps.slot: must be 10ms..1s, not 5ms`},
+		{"cps selector", withSIP + "cps:\n  limits:\n    - {name: a, rate: 1, selector: to_domain}\n",
+			`edged.yaml:11: cps.limits[0].selector: must be global, source_ip, from_domain or auth_user, not "to_domain"`},
+		{"cps misspelt key", withSIP + "cps:\n  limts: []\n",
+			`edged.yaml:10: cps.limts: unknown key (did you mean limits?)`},
+		{"cps window type", withSIP + "cps:\n  limits:\n    - {name: a, rate: 1, window: 10}\n",
+			`edged.yaml:11: cps.limits[0].window: want a duration such as "100ms" or "5s", got "10"`},
+
+		{"bgp asn missing", minimal + "bgp:\n  router_id: 198.18.0.1\n",
+			`edged.yaml: bgp.asn: required, 1..4294967295 and not 23456 (AS_TRANS)`},
+		{"bgp router_id", minimal + "bgp:\n  asn: 65001\n  router_id: ::1\n",
+			`edged.yaml:8: bgp.router_id: not an IPv4 address: "::1"`},
+		{"bgp peer address", minimal + bgpHead + "  peers:\n    - {address: router, asn: 65000}\n",
+			`edged.yaml:10: bgp.peers[0].address: required, an IP address: "router"`},
+		{"bgp hold time", minimal + bgpHead + "  peers:\n    - address: 198.18.0.254\n      asn: 65000\n      hold_time: 1500ms\n",
+			`edged.yaml:12: bgp.peers[0].hold_time: must be whole seconds, 3s..18h12m15s, got 1.5s`},
+		{"bgp prefix host bits", minimal + bgpHead + "  prefixes:\n    - prefix: 203.0.113.10/24\n",
+			`edged.yaml:10: bgp.prefixes[0].prefix: 203.0.113.10/24 has host bits set (did you mean 203.0.113.0/24?)`},
+		{"bgp bad community", minimal + bgpHead + "  prefixes:\n    - {prefix: 203.0.113.10/32, communities: [\"65536:1\"]}\n",
+			`edged.yaml:10: bgp.prefixes[0].communities[0]: community "65536:1": want AS:value, each 0..65535`},
+		{"bgp misspelt key", minimal + bgpHead + "  peer: []\n",
+			`edged.yaml:9: bgp.peer: unknown key (did you mean peers?)`},
+		{"bgp port range", minimal + bgpHead + "  peers:\n    - {address: 198.18.0.254, asn: 65000, port: 70000}\n",
+			`edged.yaml:10: bgp.peers[0].port: want an integer 0..65535, got "70000"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("edged.yaml", []byte(tt.yaml))
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("error\n got: %v\nwant: %s", err, tt.want)
+			}
+		})
+	}
+}

@@ -209,6 +209,11 @@ func (s *shape) scalar(n *yaml.Node, t reflect.Type, path string) error {
 	}
 	v := reflect.New(t)
 	if err := n.Decode(v.Interface()); err != nil {
+		if _, ok := v.Interface().(yaml.Unmarshaler); ok {
+			// The type's own parser knows what it wants: a bad community
+			// says "want AS:value, each 0..65535", not "an integer".
+			return s.errorf(n, path, "%s", strings.TrimPrefix(err.Error(), "yaml: "))
+		}
 		return s.errorf(n, path, "want %s, got %s", want(t), describe(n))
 	}
 	// No timer in anyedge runs backwards; a negative duration is a typo.
