@@ -1,5 +1,6 @@
-// Package admin is edged's admin HTTP API: health, Prometheus metrics and
-// the cluster views and operator actions that edgectl uses.
+// Package admin is edged's admin HTTP API: health and readiness,
+// Prometheus metrics, the cluster views and operator actions, drain, and
+// the CPS and BGP modules' views and actions that edgectl uses.
 //
 // Reads are open to whoever can reach the listener; the daemon keeps it on
 // loopback unless configured otherwise, and then requires a token. Calls that
@@ -34,6 +35,12 @@ type Server struct {
 	gatherer prometheus.Gatherer
 	token    []byte // sha256 of the configured token; nil: no token
 	mux      *http.ServeMux
+
+	// Modules; nil when the node does not run them (modules.go).
+	ready   ReadyFunc
+	drainer Drainer
+	cps     CPS
+	bgp     BGP
 }
 
 // Option sets an optional dependency or setting of a Server.
@@ -96,6 +103,7 @@ func (s *Server) routes() {
 	})
 	s.handle("POST", "/v1/cluster/remove", s.authorized(s.remove))
 	s.handle("POST", "/v1/cluster/tags/active", s.authorized(s.setTagActive))
+	s.moduleRoutes()
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
 	})
