@@ -1,0 +1,405 @@
+package announce
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anyedge/anyedge/bgp"
+)
+
+// t0 is the fake clock's origin; tests move time by adding to it.
+var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+const ms = time.Millisecond
+
+func testConfig() Config {
+	c := Config{
+		Prefixes: []PrefixConfig{{
+			Prefix:      "203.0.113.10/32",
+			Communities: []bgp.Community{bgp.MustParseCommunity("65000:1")},
+			Regions: []RegionPolicy{
+				{Region: "eu", MED: 20, Prepend: 1, Communities: []bgp.Community{bgp.MustParseCommunity("65000:2")}},
+			},
+		}, {
+			Prefix: "2001:db8::10/128",
+		}},
+		Drain: DrainConfig{Prepend: 2},
+	}
+	if err := c.Validate(); err != nil {
+		panic(err)
+	}
+	return c
+}
+
+// healthy is a region of two nodes, both reachable, in a four-node cluster.
+func healthy() Signals {
+	return Signals{ListenersUp: true, Region: RegionView{Known: 2, Reachable: 2, AllKnown: 4, AllReachable: 4}}
+}
+
+func prefixes(advs []bgp.Advertisement) []string {
+	var out []string
+	for _, a := range advs {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+func wantAdvs(t *testing.T, m *Machine, now time.Time, want ...string) {
+	t.Helper()
+	got := prefixes(m.Advertisements(now))
+	if !slices.Equal(got, want) {
+		t.Fatalf("at +%v: advertisements\n got %q\nwant %q", now.Sub(t0), got, want)
+	}
+}
+
+func wantReasons(t *testing.T, m *Machine, now time.Time, want ...string) {
+	t.Helper()
+	got := m.Status(now).Reasons
+	if !slices.Equal(got, want) {
+		t.Fatalf("at +%v: reasons %q, want %q", now.Sub(t0), got, want)
+	}
+}
+
+const (
+	plain4 = "203.0.113.10/32 communities 65000:1"
+	plain6 = "2001:db8::10/128"
+)
+
+func TestAnnounceOnlyWhenReady(t *testing.T) {
+	cases := []struct {
+		name   string
+		sig    func(*Signals)
+		reason string
+	}{
+		{"listeners down", func(s *Signals) { s.ListenersUp = false }, ReasonListenersDown},
+		{"sync not finished", func(s *Signals) { s.Unsynced = []string{"cps"} }, ReasonNotSynced},
+		{"isolated from its region", func(s *Signals) { s.Region = RegionView{Known: 2, Reachable: 1, AllKnown: 4, AllReachable: 1} }, ReasonIsolated},
+		{"never joined", func(s *Signals) { s.Region = RegionView{Known: 1, Reachable: 1, AllKnown: 1, AllReachable: 1} }, ReasonIsolated},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			m := NewMachine(testConfig(), "us", false, t0)
+			wantAdvs(t, m, t0) // nothing before the first signals
+			s := healthy()
+			tc.sig(&s)
+			m.SetSignals(at(0), s)
+			wantAdvs(t, m, at(0))
+			wantReasons(t, m, at(0), tc.reason)
+			if m.Status(at(0)).Healthy {
+				t.Error("healthy")
+			}
+			// Becoming ready for the first time announces at once.
+			m.SetSignals(at(time.Second), healthy())
+			wantAdvs(t, m, at(time.Second), plain4, plain6)
+			wantReasons(t, m, at(time.Second))
+			if st := m.Status(at(time.Second)); !st.Announcing || !st.Healthy {
+				t.Errorf("status %+v", st)
+			}
+		})
+	}
+}
+
+func TestSurvivorOfRegionAndSeedAreNotIsolated(t *testing.T) {
+	cases := []struct {
+		r        RegionView
+		isolated bool
+	}{
+		{RegionView{Known: 2, Reachable: 2, AllKnown: 4, AllReachable: 4}, false},
+		{RegionView{Known: 2, Reachable: 1, AllKnown: 4, AllReachable: 3}, false}, // partner died; the other region backs it
+		{RegionView{Known: 2, Reachable: 1, AllKnown: 4, AllReachable: 2}, true},  // half of the region, half of the cluster
+		{RegionView{Known: 2, Reachable: 1, AllKnown: 4, AllReachable: 1}, true},  // cut off
+		{RegionView{Known: 3, Reachable: 2, AllKnown: 3, AllReachable: 2}, false},
+		{RegionView{Known: 3, Reachable: 1, AllKnown: 6, AllReachable: 4}, true}, // a minority of its region
+		{RegionView{Known: 1, Reachable: 1, AllKnown: 1, AllReachable: 1, Seed: true}, false},
+		{RegionView{Known: 1, Reachable: 1, AllKnown: 1, AllReachable: 1}, true},
+		{RegionView{Known: 1, Reachable: 1, AllKnown: 3, AllReachable: 1}, false}, // alone in its region by design
+	}
+	for _, tc := range cases {
+		if got := tc.r.Isolated(); got != tc.isolated {
+			t.Errorf("%+v: isolated %v, want %v", tc.r, got, tc.isolated)
+		}
+	}
+}
+
+func TestRegionPolicy(t *testing.T) {
+	m := NewMachine(testConfig(), "eu", false, t0)
+	m.SetSignals(at(0), healthy())
+	wantAdvs(t, m, at(0), "203.0.113.10/32 med 20 communities 65000:1 65000:2 prepend 1", plain6)
+}
+
+func TestWithdrawAtOnceAndHoldDown(t *testing.T) {
+	m := NewMachine(testConfig(), "us", false, t0)
+	m.SetSignals(at(0), healthy())
+	wantAdvs(t, m, at(0), plain4, plain6)
+
+	// Unready: withdrawn on the very input that says so.
+	bad := healthy()
+	bad.Unsynced = []string{"geo.meta"}
+	m.SetSignals(at(10*time.Second), bad)
+	wantAdvs(t, m, at(10*time.Second))
+
+	// Ready again: the hold-down (3 s) runs from the moment it recovered.
+	m.SetSignals(at(11*time.Second), healthy())
+	wantAdvs(t, m, at(11*time.Second))
+	wantReasons(t, m, at(11*time.Second), ReasonHoldDown)
+	if until := m.Status(at(12 * time.Second)).HoldDownUntil; !until.Equal(at(14 * time.Second)) {
+		t.Errorf("hold-down until +%v, want +14s", until.Sub(t0))
+	}
+	m.SetSignals(at(13*time.Second), healthy())
+	wantAdvs(t, m, at(14*time.Second-ms))
+
+	// A flap inside the hold-down starts it over.
+	m.SetSignals(at(13500*ms), bad)
+	m.SetSignals(at(13600*ms), healthy())
+	wantAdvs(t, m, at(16*time.Second))
+	wantAdvs(t, m, at(16600*ms), plain4, plain6)
+	wantReasons(t, m, at(16600*ms))
+}
+
+func TestDrainSequence(t *testing.T) {
+	m := NewMachine(testConfig(), "us", false, t0)
+	m.SetSignals(at(0), healthy())
+	m.SetLoad(at(0), Load{Started: 100, InFlight: 3})
+	if err := m.Drain(at(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if !m.DrainRequested() || m.ClusterDrained() || m.Phase() != PhaseShifting {
+		t.Fatalf("after Drain: requested %v, cluster drained %v, phase %v", m.DrainRequested(), m.ClusterDrained(), m.Phase())
+	}
+	// Shifting: the same prefixes with GRACEFUL_SHUTDOWN and the drain
+	// prepend (2) added to each prefix's own.
+	gshut := []string{"203.0.113.10/32 communities 65000:1 65535:0 prepend 2", "2001:db8::10/128 communities 65535:0 prepend 2"}
+	wantAdvs(t, m, at(time.Second), gshut...)
+	wantReasons(t, m, at(time.Second), ReasonDrained)
+
+	// Traffic keeps coming: still shifting, whatever the time.
+	for s := 2; s <= 10; s++ {
+		m.SetLoad(at(time.Duration(s)*time.Second), Load{Started: 100 + uint64(s), InFlight: 3})
+	}
+	if m.Phase() != PhaseShifting {
+		t.Fatalf("phase %v while transactions still start", m.Phase())
+	}
+	// The rate falls to zero: withdrawn once it has stayed zero for
+	// drain.quiet (2 s).
+	m.SetLoad(at(11*time.Second), Load{Started: 111, InFlight: 2})
+	m.SetLoad(at(12900*ms), Load{Started: 111, InFlight: 2})
+	if m.Phase() != PhaseShifting {
+		t.Fatalf("phase %v before the quiet period", m.Phase())
+	}
+	m.SetLoad(at(13*time.Second), Load{Started: 111, InFlight: 2})
+	if m.Phase() != PhaseFinishing {
+		t.Fatalf("phase %v after the quiet period, want finishing", m.Phase())
+	}
+	wantAdvs(t, m, at(13*time.Second))
+	if m.ClusterDrained() {
+		t.Fatal("tags handed over while transactions are in flight")
+	}
+	// In-flight transactions finish: the tags are handed over.
+	m.SetLoad(at(14*time.Second), Load{Started: 111, InFlight: 1})
+	if m.Phase() != PhaseFinishing {
+		t.Fatalf("phase %v with one in flight", m.Phase())
+	}
+	m.SetLoad(at(15*time.Second), Load{Started: 111, InFlight: 0})
+	if m.Phase() != PhaseDrained || !m.ClusterDrained() {
+		t.Fatalf("phase %v, cluster drained %v; want drained", m.Phase(), m.ClusterDrained())
+	}
+	wantAdvs(t, m, at(15*time.Second))
+	// A second Drain changes nothing.
+	if err := m.Drain(at(16 * time.Second)); err != nil || m.Phase() != PhaseDrained {
+		t.Fatalf("drain again: %v, phase %v", err, m.Phase())
+	}
+
+	// Undrain: eligible again and, healthy throughout, announced at once.
+	m.Undrain(at(20 * time.Second))
+	if m.DrainRequested() || m.ClusterDrained() || m.Phase() != PhaseActive {
+		t.Fatalf("after Undrain: requested %v, cluster drained %v, phase %v", m.DrainRequested(), m.ClusterDrained(), m.Phase())
+	}
+	wantAdvs(t, m, at(20*time.Second), plain4, plain6)
+}
+
+func TestDrainTimeouts(t *testing.T) {
+	m := NewMachine(testConfig(), "us", false, t0)
+	m.SetSignals(at(0), healthy())
+	m.Drain(at(0))
+	// Transactions never stop: withdrawn after shift_timeout (30 s).
+	for d := time.Second; d < 30*time.Second; d += time.Second {
+		m.SetLoad(at(d), Load{Started: uint64(d), InFlight: 5})
+	}
+	if m.Phase() != PhaseShifting {
+		t.Fatalf("phase %v before shift_timeout", m.Phase())
+	}
+	m.Tick(at(30 * time.Second))
+	if m.Phase() != PhaseFinishing {
+		t.Fatalf("phase %v after shift_timeout", m.Phase())
+	}
+	// Something stays in flight: tags handed over after finish_timeout (35 s).
+	m.SetLoad(at(40*time.Second), Load{Started: 1, InFlight: 5})
+	m.Tick(at(65*time.Second - ms))
+	if m.Phase() != PhaseFinishing {
+		t.Fatalf("phase %v before finish_timeout", m.Phase())
+	}
+	m.Tick(at(65 * time.Second))
+	if !m.ClusterDrained() {
+		t.Fatalf("phase %v after finish_timeout", m.Phase())
+	}
+}
+
+func TestDrainNeedsFreshReadings(t *testing.T) {
+	m := NewMachine(testConfig(), "us", false, t0)
+	m.SetSignals(at(0), healthy())
+	m.SetLoad(at(0), Load{})
+	m.Drain(at(time.Second))
+	// No reading since the drain began: an old idle reading proves
+	// nothing, so the drain waits (up to shift_timeout).
+	m.Tick(at(5 * time.Second))
+	if m.Phase() != PhaseShifting {
+		t.Fatalf("phase %v without a reading", m.Phase())
+	}
+	m.SetLoad(at(5*time.Second), Load{})
+	if m.Phase() != PhaseFinishing {
+		t.Fatalf("phase %v, want finishing", m.Phase())
+	}
+	m.Tick(at(6 * time.Second))
+	if m.Phase() != PhaseFinishing {
+		t.Fatalf("phase %v: handed over without a reading after the withdrawal", m.Phase())
+	}
+	m.SetLoad(at(5100*ms), Load{})
+	if m.Phase() != PhaseDrained {
+		t.Fatalf("phase %v, want drained", m.Phase())
+	}
+}
+
+func TestDrainWhileNotAnnouncing(t *testing.T) {
+	m := NewMachine(testConfig(), "us", false, t0)
+	m.SetSignals(at(0), Signals{}) // listeners down: nothing announced
+	m.Drain(at(time.Second))
+	if m.Phase() != PhaseFinishing {
+		t.Fatalf("phase %v, want finishing (no traffic to shift)", m.Phase())
+	}
+	wantAdvs(t, m, at(time.Second))
+	// Becoming healthy while draining announces nothing.
+	m.SetSignals(at(2*time.Second), healthy())
+	wantAdvs(t, m, at(2*time.Second))
+	wantReasons(t, m, at(2*time.Second), ReasonDrained)
+}
+
+func TestHealthLostWhileShifting(t *testing.T) {
+	m := NewMachine(testConfig(), "us", false, t0)
+	m.SetSignals(at(0), healthy())
+	m.Drain(at(0))
+	s := healthy()
+	s.ListenersUp = false
+	m.SetSignals(at(100*ms), s)
+	if m.Phase() != PhaseFinishing {
+		t.Fatalf("phase %v, want finishing", m.Phase())
+	}
+	wantAdvs(t, m, at(100*ms))
+}
+
+func TestPersistedDrainStaysWithdrawn(t *testing.T) {
+	m := NewMachine(testConfig(), "us", true, t0)
+	if !m.ClusterDrained() || !m.DrainRequested() {
+		t.Fatal("a node drained before its restart must start drained")
+	}
+	m.SetSignals(at(0), healthy())
+	m.SetLoad(at(0), Load{})
+	wantAdvs(t, m, at(time.Minute))
+	wantReasons(t, m, at(time.Minute), ReasonDrained)
+	m.Undrain(at(time.Minute))
+	wantAdvs(t, m, at(time.Minute), plain4, plain6)
+}
+
+func TestShutdownWithdrawsEverything(t *testing.T) {
+	m := NewMachine(testConfig(), "us", false, t0)
+	vip := bgp.Advertisement{Prefix: netip.MustParsePrefix("203.0.113.20/32")}
+	m.SetExtra([]bgp.Advertisement{vip})
+	m.SetSignals(at(0), healthy())
+	wantAdvs(t, m, at(0), plain4, plain6, "203.0.113.20/32")
+	m.Shutdown()
+	wantAdvs(t, m, at(0))
+	wantReasons(t, m, at(0), ReasonShuttingDown)
+	if err := m.Drain(at(0)); !errors.Is(err, ErrShuttingDown) {
+		t.Errorf("Drain after Shutdown: %v", err)
+	}
+}
+
+func TestExtras(t *testing.T) {
+	m := NewMachine(testConfig(), "us", false, t0)
+	vip := bgp.Advertisement{Prefix: netip.MustParsePrefix("203.0.113.20/32")}
+	dup := bgp.Advertisement{Prefix: netip.MustParsePrefix("203.0.113.10/32"), MED: 99}
+	m.SetExtra([]bgp.Advertisement{vip, dup})
+	// An owned VIP is announced whenever the listeners are up, even while
+	// the node is not synced or is draining: the cluster decides who owns
+	// it.
+	s := healthy()
+	s.Unsynced = []string{"cps"}
+	m.SetSignals(at(0), s)
+	wantAdvs(t, m, at(0), "203.0.113.20/32")
+	m.SetSignals(at(time.Second), healthy())
+	wantAdvs(t, m, at(time.Second), plain4, plain6, "203.0.113.20/32") // the anycast path wins
+	m.Drain(at(time.Second))
+	for _, d := range []time.Duration{2, 4, 5} {
+		m.SetLoad(at(d*time.Second), Load{})
+	}
+	if !m.ClusterDrained() {
+		t.Fatalf("phase %v, want drained", m.Phase())
+	}
+	wantAdvs(t, m, at(5*time.Second), "203.0.113.20/32")
+	s = healthy()
+	s.ListenersUp = false
+	m.SetSignals(at(6*time.Second), s)
+	wantAdvs(t, m, at(6*time.Second))
+}
+
+func TestConfigValidate(t *testing.T) {
+	cases := []struct {
+		name, key string
+		cfg       Config
+	}{
+		{"bad prefix", "prefixes[0].prefix", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10"}}}},
+		{"host bits", "prefixes[0].prefix", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10/24"}}}},
+		{"duplicate", "prefixes[1].prefix", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10/32"}, {Prefix: "203.0.113.10/32"}}}},
+		{"prepend", "prefixes[0].prepend", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10/32", Prepend: 9}}}},
+		{"region name", "prefixes[0].regions[0].region", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10/32", Regions: []RegionPolicy{{}}}}}},
+		{"region dup", "prefixes[0].regions[1].region", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10/32", Regions: []RegionPolicy{{Region: "a"}, {Region: "a"}}}}}},
+		{"region prepend", "prefixes[0].regions[0].prepend", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10/32", Regions: []RegionPolicy{{Region: "a", Prepend: -1}}}}}},
+		{"drain prepend", "drain.prepend", Config{Drain: DrainConfig{Prepend: 9}}},
+		{"poll", "poll_interval", Config{PollInterval: time.Second}},
+		{"quiet", "drain.quiet", Config{Drain: DrainConfig{Quiet: time.Minute}}},
+		{"cap", "required_caps[0]", Config{RequiredCaps: []string{""}}},
+	}
+	for _, tc := range cases {
+		err := tc.cfg.Validate()
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Key != tc.key {
+			t.Errorf("%s: got %v, want an error at %s", tc.name, err, tc.key)
+		}
+	}
+	c := Config{}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.HoldDown != 3*time.Second || c.PollInterval != 100*ms || c.Drain.Quiet != 2*time.Second ||
+		c.Drain.ShiftTimeout != 30*time.Second || c.Drain.FinishTimeout != 35*time.Second || c.ShutdownTimeout != 10*time.Second {
+		t.Errorf("defaults %+v", c)
+	}
+	if c.HasPrepend() || !testConfig().HasPrepend() {
+		t.Error("HasPrepend")
+	}
+}
+
+func TestPhaseNames(t *testing.T) {
+	var names []string
+	for p := PhaseActive; p <= PhaseDrained; p++ {
+		names = append(names, p.String())
+	}
+	if got := strings.Join(names, ","); got != "active,shifting,finishing,drained" {
+		t.Errorf("phases %s", got)
+	}
+}
