@@ -12,11 +12,14 @@ import (
 // Config configures announcements and drain. The daemon's YAML `announce:`
 // section maps onto it field by field. Zero values take the defaults
 // documented on each field; Validate fills them in.
+//
+// The anycast prefixes themselves, and their policy, are the bgp
+// section's prefixes; this section decides when they are announced and
+// may change their policy per region.
 type Config struct {
-	// Prefixes are the anycast prefixes the node announces when healthy,
-	// each with its policy and per-region overrides. Required (at least
-	// one) for the node to announce anything but VIPs.
-	Prefixes []PrefixConfig `yaml:"prefixes"`
+	// Regions change the prefixes' policy on the nodes of a region, for
+	// example a higher MED or a prepend in a backup region.
+	Regions []RegionPolicy `yaml:"regions"`
 	// RequiredCaps are the cluster capabilities that must be synced before
 	// the node announces. Default: every capability registered on the
 	// node (those that need no sync count as synced at once).
@@ -31,43 +34,28 @@ type Config struct {
 	// 1 s budget.
 	PollInterval time.Duration `yaml:"poll_interval"`
 	// ShutdownTimeout bounds the wait for in-flight transactions after the
-	// withdrawal on SIGTERM. Default 10 s: a non-INVITE transaction lasts
-	// at most 32 s (Timer F) but answers in milliseconds in practice; keep
-	// it below the service manager's stop timeout.
+	// withdrawal on SIGTERM. Default 10 s: transactions answer in
+	// milliseconds in practice; keep it below the service manager's stop
+	// timeout.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 	// Drain configures `edgectl drain`.
 	Drain DrainConfig `yaml:"drain"`
 }
 
-// PrefixConfig is one anycast prefix and its policy.
-type PrefixConfig struct {
-	// Prefix is the announced prefix, for example 203.0.113.10/32.
-	// Required, unique, with no host bits set.
-	Prefix string `yaml:"prefix"`
-	// MED is the MULTI_EXIT_DISC. Default 0 (not sent).
-	MED uint32 `yaml:"med"`
-	// Communities are standard communities ("65000:100" or well-known
-	// names) sent with the prefix.
-	Communities []bgp.Community `yaml:"communities"`
-	// Prepend adds the node's ASN this many more times (eBGP only), 0..8.
-	Prepend int `yaml:"prepend"`
-	// Regions override the policy on the nodes of one region: a region's
-	// MED and prepend replace the prefix's when not zero, its communities
-	// are added to the prefix's. A region that is not listed uses the
-	// prefix's policy.
-	Regions []RegionPolicy `yaml:"regions"`
-}
-
-// RegionPolicy is the policy of a prefix on the nodes of one region.
+// RegionPolicy is the policy of the anycast prefixes on the nodes of one
+// region.
 type RegionPolicy struct {
 	// Region is the cluster region (cluster.region) it applies to.
-	// Required, unique within the prefix.
+	// Required, unique.
 	Region string `yaml:"region"`
+	// Prefixes limits the policy to these prefixes. Default: all.
+	Prefixes []string `yaml:"prefixes"`
 	// MED replaces the prefix's MED when not zero.
 	MED uint32 `yaml:"med"`
 	// Communities are added to the prefix's.
 	Communities []bgp.Community `yaml:"communities"`
-	// Prepend replaces the prefix's prepend when not zero, 0..8.
+	// Prepend replaces the prefix's prepend when not zero, 1..8 (eBGP
+	// only).
 	Prepend int `yaml:"prepend"`
 }
 
@@ -116,33 +104,23 @@ func bad(key, format string, a ...any) error {
 
 // Validate checks the config and fills defaults. Errors are *FieldError.
 func (c *Config) Validate() error {
-	seen := map[netip.Prefix]bool{}
-	for i := range c.Prefixes {
-		p := &c.Prefixes[i]
-		key := fmt.Sprintf("prefixes[%d]", i)
-		a, err := p.advertisement("")
-		if err != nil {
-			fe := err.(*FieldError)
-			return bad(key+"."+fe.Key, "%s", fe.Err)
+	regions := map[string]bool{}
+	for i, r := range c.Regions {
+		key := fmt.Sprintf("regions[%d]", i)
+		if r.Region == "" {
+			return bad(key+".region", "required")
 		}
-		if seen[a.Prefix] {
-			return bad(key+".prefix", "duplicate prefix %s", a.Prefix)
+		if regions[r.Region] {
+			return bad(key+".region", "duplicate region %q", r.Region)
 		}
-		seen[a.Prefix] = true
-		regions := map[string]bool{}
-		for j, r := range p.Regions {
-			rk := fmt.Sprintf("%s.regions[%d]", key, j)
-			if r.Region == "" {
-				return bad(rk+".region", "required")
+		regions[r.Region] = true
+		for j, p := range r.Prefixes {
+			if pfx, err := netip.ParsePrefix(p); err != nil || pfx != pfx.Masked() {
+				return bad(fmt.Sprintf("%s.prefixes[%d]", key, j), "not a prefix such as 203.0.113.10/32: %q", p)
 			}
-			if regions[r.Region] {
-				return bad(rk+".region", "duplicate region %q", r.Region)
-			}
-			regions[r.Region] = true
-			if _, err := p.advertisement(r.Region); err != nil {
-				fe := err.(*FieldError)
-				return bad(rk+"."+fe.Key, "%s", fe.Err)
-			}
+		}
+		if r.Prepend < 0 || r.Prepend > bgp.MaxPrepend {
+			return bad(key+".prepend", "must be 0..%d, got %d", bgp.MaxPrepend, r.Prepend)
 		}
 	}
 	for i, name := range c.RequiredCaps {
@@ -181,65 +159,56 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Advertisements returns the anycast prefixes with the policy of region,
-// in config order. Call it on a validated config.
-func (c *Config) Advertisements(region string) []bgp.Advertisement {
-	out := make([]bgp.Advertisement, 0, len(c.Prefixes))
-	for _, p := range c.Prefixes {
-		if a, err := p.advertisement(region); err == nil {
-			out = append(out, a)
+// Apply returns base (the bgp section's prefixes) with the policy of
+// region. Call it on a validated config.
+func (c *Config) Apply(region string, base []bgp.Advertisement) []bgp.Advertisement {
+	out := make([]bgp.Advertisement, len(base))
+	for i, a := range base {
+		a.Communities = slices.Clone(a.Communities)
+		for _, r := range c.Regions {
+			if r.Region != region || region == "" {
+				continue
+			}
+			if len(r.Prefixes) > 0 && !slices.Contains(r.Prefixes, a.Prefix.String()) {
+				continue
+			}
+			if r.MED != 0 {
+				a.MED = r.MED
+			}
+			if r.Prepend != 0 {
+				a.Prepend = r.Prepend
+			}
+			a.Communities = append(a.Communities, r.Communities...)
 		}
+		out[i] = a
 	}
 	return out
 }
 
-// HasPrepend reports whether any policy, or the drain, prepends: not
+// CheckPrefixes checks the region policies against the announced
+// prefixes: each prefix a policy names must be one of them. Errors are
+// *FieldError.
+func (c *Config) CheckPrefixes(base []bgp.Advertisement) error {
+	for i, r := range c.Regions {
+		for j, p := range r.Prefixes {
+			if !slices.ContainsFunc(base, func(a bgp.Advertisement) bool { return a.Prefix.String() == p }) {
+				return bad(fmt.Sprintf("regions[%d].prefixes[%d]", i, j), "%s is not one of the bgp prefixes", p)
+			}
+		}
+	}
+	return nil
+}
+
+// HasPrepend reports whether a region policy, or the drain, prepends: not
 // allowed with iBGP peers (the daemon checks it against the bgp section).
 func (c Config) HasPrepend() bool {
 	if c.Drain.Prepend > 0 {
 		return true
 	}
-	for _, p := range c.Prefixes {
-		if p.Prepend > 0 {
+	for _, r := range c.Regions {
+		if r.Prepend > 0 {
 			return true
-		}
-		for _, r := range p.Regions {
-			if r.Prepend > 0 {
-				return true
-			}
 		}
 	}
 	return false
-}
-
-// advertisement is p with the policy of region. Errors are *FieldError
-// relative to p (or to the region entry).
-func (p PrefixConfig) advertisement(region string) (bgp.Advertisement, error) {
-	var a bgp.Advertisement
-	pfx, err := netip.ParsePrefix(p.Prefix)
-	if err != nil {
-		return a, bad("prefix", "required, a prefix such as 203.0.113.10/32: %q", p.Prefix)
-	}
-	a.Prefix = pfx
-	a.MED, a.Prepend = p.MED, p.Prepend
-	a.Communities = slices.Clone(p.Communities)
-	for _, r := range p.Regions {
-		if r.Region != region || region == "" {
-			continue
-		}
-		if r.MED != 0 {
-			a.MED = r.MED
-		}
-		if r.Prepend != 0 {
-			a.Prepend = r.Prepend
-		}
-		a.Communities = append(a.Communities, r.Communities...)
-	}
-	if err := a.Validate(); err != nil {
-		if fe, ok := err.(*bgp.FieldError); ok {
-			return a, bad(fe.Key, "%s", fe.Err)
-		}
-		return a, bad("prefix", "%v", err)
-	}
-	return a, nil
 }

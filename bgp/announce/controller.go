@@ -28,8 +28,10 @@ type Deps struct {
 	// Cluster marks the node drained in the cluster, which hands its
 	// sharing tags over. Default: none (tags are not handed over).
 	Cluster Drainable
-	// Region is the node's region; it selects the prefixes' region
-	// policies.
+	// Prefixes are the anycast prefixes (the bgp section's). Announced
+	// with the policy of Region.
+	Prefixes []bgp.Advertisement
+	// Region is the node's region; it selects the region policy.
 	Region string
 	// StateDir holds the drain state (drain.json). Default "": the drain
 	// state does not survive a restart.
@@ -107,7 +109,7 @@ func New(cfg Config, d Deps, opts ...Option) (*Controller, error) {
 		}
 	}
 	c.persisted = st.Drained
-	c.mach = NewMachine(cfg, d.Region, st.Drained, time.Now())
+	c.mach = NewMachine(cfg, cfg.Apply(d.Region, d.Prefixes), st.Drained, time.Now())
 	if st.Drained {
 		c.log.Warn("the node was drained before it stopped: it stays withdrawn until undrained",
 			"since", st.Since, "state_file", c.statePath)

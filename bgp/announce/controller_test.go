@@ -78,7 +78,7 @@ func newRig(t *testing.T, dir string) *rig {
 	r := &rig{t: t, sp: bgp.NewFake(), in: &inputs{sig: healthy()}, reg: prometheus.NewRegistry()}
 	c, err := New(testConfig(), Deps{
 		Speaker: r.sp, Health: r.in.health, Load: r.in.getLoad, Cluster: r.in,
-		Region: "us", StateDir: dir,
+		Prefixes: testPrefixes(), Region: "us", StateDir: dir,
 	}, WithRegisterer(r.reg))
 	if err != nil {
 		t.Fatal(err)
@@ -152,7 +152,7 @@ func TestControllerRetriesFailedSet(t *testing.T) {
 		sp := bgp.NewFake()
 		sp.FailNext(errors.New("server busy"))
 		in := &inputs{sig: healthy()}
-		c, err := New(testConfig(), Deps{Speaker: sp, Health: in.health})
+		c, err := New(testConfig(), Deps{Speaker: sp, Health: in.health, Prefixes: testPrefixes()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -291,14 +291,14 @@ func TestCorruptStateRefusesToStart(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, StateFile), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := New(testConfig(), Deps{Speaker: bgp.NewFake(), Health: healthy, StateDir: dir})
+	_, err := New(testConfig(), Deps{Speaker: bgp.NewFake(), Health: healthy, Prefixes: testPrefixes(), StateDir: dir})
 	if err == nil {
 		t.Fatal("a corrupt drain state must not be read as undrained")
 	}
 	if err := SaveState(filepath.Join(dir, StateFile), State{Drained: true}); err != nil {
 		t.Fatal(err)
 	}
-	c, err := New(testConfig(), Deps{Speaker: bgp.NewFake(), Health: healthy, StateDir: dir})
+	c, err := New(testConfig(), Deps{Speaker: bgp.NewFake(), Health: healthy, Prefixes: testPrefixes(), StateDir: dir})
 	if err != nil || c.Report().Phase != PhaseDrained {
 		t.Fatalf("%v %+v", err, c)
 	}

@@ -93,12 +93,13 @@ type Machine struct {
 	extras   []bgp.Advertisement
 }
 
-// NewMachine builds the machine from a validated config, for a node of
-// region. drained is the persisted drain state: a node drained before a
-// restart starts drained (withdrawn, marked drained in the cluster). The
-// node starts unhealthy until SetSignals says otherwise.
-func NewMachine(cfg Config, region string, drained bool, now time.Time) *Machine {
-	m := &Machine{cfg: cfg, anycast: cfg.Advertisements(region), phaseSince: now}
+// NewMachine builds the machine from a validated config. anycast are the
+// prefixes to announce, with the node's region policy applied
+// (Config.Apply). drained is the persisted drain state: a node drained
+// before a restart starts drained (withdrawn, marked drained in the
+// cluster). The node starts unhealthy until SetSignals says otherwise.
+func NewMachine(cfg Config, anycast []bgp.Advertisement, drained bool, now time.Time) *Machine {
+	m := &Machine{cfg: cfg, anycast: slices.Clone(anycast), phaseSince: now}
 	if drained {
 		m.phase = PhaseDrained
 	}

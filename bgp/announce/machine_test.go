@@ -20,21 +20,29 @@ const ms = time.Millisecond
 
 func testConfig() Config {
 	c := Config{
-		Prefixes: []PrefixConfig{{
-			Prefix:      "203.0.113.10/32",
-			Communities: []bgp.Community{bgp.MustParseCommunity("65000:1")},
-			Regions: []RegionPolicy{
-				{Region: "eu", MED: 20, Prepend: 1, Communities: []bgp.Community{bgp.MustParseCommunity("65000:2")}},
-			},
-		}, {
-			Prefix: "2001:db8::10/128",
-		}},
+		Regions: []RegionPolicy{
+			{Region: "eu", Prefixes: []string{"203.0.113.10/32"}, MED: 20, Prepend: 1,
+				Communities: []bgp.Community{bgp.MustParseCommunity("65000:2")}},
+		},
 		Drain: DrainConfig{Prepend: 2},
 	}
 	if err := c.Validate(); err != nil {
 		panic(err)
 	}
 	return c
+}
+
+// testPrefixes are the bgp section's prefixes.
+func testPrefixes() []bgp.Advertisement {
+	return []bgp.Advertisement{
+		{Prefix: netip.MustParsePrefix("203.0.113.10/32"), Communities: []bgp.Community{bgp.MustParseCommunity("65000:1")}},
+		{Prefix: netip.MustParsePrefix("2001:db8::10/128")},
+	}
+}
+
+func newMachine(region string, drained bool) *Machine {
+	c := testConfig()
+	return NewMachine(c, c.Apply(region, testPrefixes()), drained, t0)
 }
 
 // healthy is a region of two nodes, both reachable, in a four-node cluster.
@@ -84,7 +92,7 @@ func TestAnnounceOnlyWhenReady(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			m := NewMachine(testConfig(), "us", false, t0)
+			m := newMachine("us", false)
 			wantAdvs(t, m, t0) // nothing before the first signals
 			s := healthy()
 			tc.sig(&s)
@@ -128,13 +136,13 @@ func TestSurvivorOfRegionAndSeedAreNotIsolated(t *testing.T) {
 }
 
 func TestRegionPolicy(t *testing.T) {
-	m := NewMachine(testConfig(), "eu", false, t0)
+	m := newMachine("eu", false)
 	m.SetSignals(at(0), healthy())
 	wantAdvs(t, m, at(0), "203.0.113.10/32 med 20 communities 65000:1 65000:2 prepend 1", plain6)
 }
 
 func TestWithdrawAtOnceAndHoldDown(t *testing.T) {
-	m := NewMachine(testConfig(), "us", false, t0)
+	m := newMachine("us", false)
 	m.SetSignals(at(0), healthy())
 	wantAdvs(t, m, at(0), plain4, plain6)
 
@@ -163,7 +171,7 @@ func TestWithdrawAtOnceAndHoldDown(t *testing.T) {
 }
 
 func TestDrainSequence(t *testing.T) {
-	m := NewMachine(testConfig(), "us", false, t0)
+	m := newMachine("us", false)
 	m.SetSignals(at(0), healthy())
 	m.SetLoad(at(0), Load{Started: 100, InFlight: 3})
 	if err := m.Drain(at(time.Second)); err != nil {
@@ -224,7 +232,7 @@ func TestDrainSequence(t *testing.T) {
 }
 
 func TestDrainTimeouts(t *testing.T) {
-	m := NewMachine(testConfig(), "us", false, t0)
+	m := newMachine("us", false)
 	m.SetSignals(at(0), healthy())
 	m.Drain(at(0))
 	// Transactions never stop: withdrawn after shift_timeout (30 s).
@@ -251,7 +259,7 @@ func TestDrainTimeouts(t *testing.T) {
 }
 
 func TestDrainNeedsFreshReadings(t *testing.T) {
-	m := NewMachine(testConfig(), "us", false, t0)
+	m := newMachine("us", false)
 	m.SetSignals(at(0), healthy())
 	m.SetLoad(at(0), Load{})
 	m.Drain(at(time.Second))
@@ -276,7 +284,7 @@ func TestDrainNeedsFreshReadings(t *testing.T) {
 }
 
 func TestDrainWhileNotAnnouncing(t *testing.T) {
-	m := NewMachine(testConfig(), "us", false, t0)
+	m := newMachine("us", false)
 	m.SetSignals(at(0), Signals{}) // listeners down: nothing announced
 	m.Drain(at(time.Second))
 	if m.Phase() != PhaseFinishing {
@@ -290,7 +298,7 @@ func TestDrainWhileNotAnnouncing(t *testing.T) {
 }
 
 func TestHealthLostWhileShifting(t *testing.T) {
-	m := NewMachine(testConfig(), "us", false, t0)
+	m := newMachine("us", false)
 	m.SetSignals(at(0), healthy())
 	m.Drain(at(0))
 	s := healthy()
@@ -303,7 +311,7 @@ func TestHealthLostWhileShifting(t *testing.T) {
 }
 
 func TestPersistedDrainStaysWithdrawn(t *testing.T) {
-	m := NewMachine(testConfig(), "us", true, t0)
+	m := newMachine("us", true)
 	if !m.ClusterDrained() || !m.DrainRequested() {
 		t.Fatal("a node drained before its restart must start drained")
 	}
@@ -316,7 +324,7 @@ func TestPersistedDrainStaysWithdrawn(t *testing.T) {
 }
 
 func TestShutdownWithdrawsEverything(t *testing.T) {
-	m := NewMachine(testConfig(), "us", false, t0)
+	m := newMachine("us", false)
 	vip := bgp.Advertisement{Prefix: netip.MustParsePrefix("203.0.113.20/32")}
 	m.SetExtra([]bgp.Advertisement{vip})
 	m.SetSignals(at(0), healthy())
@@ -330,7 +338,7 @@ func TestShutdownWithdrawsEverything(t *testing.T) {
 }
 
 func TestExtras(t *testing.T) {
-	m := NewMachine(testConfig(), "us", false, t0)
+	m := newMachine("us", false)
 	vip := bgp.Advertisement{Prefix: netip.MustParsePrefix("203.0.113.20/32")}
 	dup := bgp.Advertisement{Prefix: netip.MustParsePrefix("203.0.113.10/32"), MED: 99}
 	m.SetExtra([]bgp.Advertisement{vip, dup})
@@ -362,13 +370,11 @@ func TestConfigValidate(t *testing.T) {
 		name, key string
 		cfg       Config
 	}{
-		{"bad prefix", "prefixes[0].prefix", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10"}}}},
-		{"host bits", "prefixes[0].prefix", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10/24"}}}},
-		{"duplicate", "prefixes[1].prefix", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10/32"}, {Prefix: "203.0.113.10/32"}}}},
-		{"prepend", "prefixes[0].prepend", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10/32", Prepend: 9}}}},
-		{"region name", "prefixes[0].regions[0].region", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10/32", Regions: []RegionPolicy{{}}}}}},
-		{"region dup", "prefixes[0].regions[1].region", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10/32", Regions: []RegionPolicy{{Region: "a"}, {Region: "a"}}}}}},
-		{"region prepend", "prefixes[0].regions[0].prepend", Config{Prefixes: []PrefixConfig{{Prefix: "203.0.113.10/32", Regions: []RegionPolicy{{Region: "a", Prepend: -1}}}}}},
+		{"region name", "regions[0].region", Config{Regions: []RegionPolicy{{}}}},
+		{"region dup", "regions[1].region", Config{Regions: []RegionPolicy{{Region: "a"}, {Region: "a"}}}},
+		{"region prefix", "regions[0].prefixes[0]", Config{Regions: []RegionPolicy{{Region: "a", Prefixes: []string{"203.0.113.10"}}}}},
+		{"host bits", "regions[0].prefixes[0]", Config{Regions: []RegionPolicy{{Region: "a", Prefixes: []string{"203.0.113.10/24"}}}}},
+		{"region prepend", "regions[0].prepend", Config{Regions: []RegionPolicy{{Region: "a", Prepend: 9}}}},
 		{"drain prepend", "drain.prepend", Config{Drain: DrainConfig{Prepend: 9}}},
 		{"poll", "poll_interval", Config{PollInterval: time.Second}},
 		{"quiet", "drain.quiet", Config{Drain: DrainConfig{Quiet: time.Minute}}},
@@ -391,6 +397,14 @@ func TestConfigValidate(t *testing.T) {
 	}
 	if c.HasPrepend() || !testConfig().HasPrepend() {
 		t.Error("HasPrepend")
+	}
+	tc := testConfig()
+	if err := tc.CheckPrefixes(testPrefixes()); err != nil {
+		t.Error(err)
+	}
+	var fe *FieldError
+	if err := tc.CheckPrefixes(testPrefixes()[1:]); !errors.As(err, &fe) || fe.Key != "regions[0].prefixes[0]" {
+		t.Errorf("a policy for a prefix that is not announced: %v", err)
 	}
 }
 
