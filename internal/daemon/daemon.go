@@ -1,5 +1,7 @@
 // Package daemon wires one edged process together: logger, metrics
-// registry, cluster node and admin API, and runs it until a signal.
+// registry, cluster node, the modules configured (SIP edge, CPS limits,
+// BGP announcements gated on readiness) and the admin API, and runs it
+// until a signal.
 //
 // It owns the process-wide pieces so that the packages it wires stay free of
 // globals: each gets its logger and registry injected here.
@@ -16,14 +18,18 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/anyedge/anyedge/bgp"
 	"github.com/anyedge/anyedge/cluster"
 	"github.com/anyedge/anyedge/edge"
+	"github.com/anyedge/anyedge/edge/cps"
 	"github.com/anyedge/anyedge/edge/location"
 	"github.com/anyedge/anyedge/internal/admin"
 	"github.com/anyedge/anyedge/internal/config"
@@ -43,7 +49,9 @@ type Node interface {
 	Close() error
 }
 
-// NodeFactory builds the cluster node. The default is cluster.New.
+// NodeFactory builds the cluster node. The default is cluster.New. With a
+// cps section the node must be a ClusterNode; a node that can also
+// SetDrained advertises the operator's drain to the cluster.
 type NodeFactory func(cfg cluster.Config, log *slog.Logger, reg prometheus.Registerer) (Node, error)
 
 func newClusterNode(cfg cluster.Config, log *slog.Logger, reg prometheus.Registerer) (Node, error) {
@@ -52,11 +60,12 @@ func newClusterNode(cfg cluster.Config, log *slog.Logger, reg prometheus.Registe
 
 // Daemon is one configured edged process.
 type Daemon struct {
-	cfg     *config.Config
-	version string
-	logOut  io.Writer
-	newNode NodeFactory
-	signals <-chan os.Signal // nil: subscribe to the process's signals
+	cfg        *config.Config
+	version    string
+	logOut     io.Writer
+	newNode    NodeFactory
+	newSpeaker SpeakerFactory
+	signals    <-chan os.Signal // nil: subscribe to the process's signals
 
 	log  *slog.Logger
 	reg  *prometheus.Registry
@@ -66,6 +75,20 @@ type Daemon struct {
 	// The SIP edge, when the config has a sip section.
 	sip   *edge.Server
 	store *location.Memory
+	// The CPS limiter, when the config has a cps section.
+	cps *cps.Service
+	// The BGP speaker and its readiness gate, when the config has a bgp
+	// section; created by Run.
+	speaker      bgp.Speaker
+	announce     *announcer
+	stopAnnounce func() // stops the announcer and waits for it
+
+	sipStarted bool
+
+	drain    *drainState
+	gate     readyGate
+	stopping atomic.Bool    // shutdown has begun: not ready
+	bg       sync.WaitGroup // goroutines Run starts besides the node's
 }
 
 // Option sets an optional dependency of a Daemon.
@@ -87,7 +110,7 @@ func WithSignals(ch <-chan os.Signal) Option { return func(d *Daemon) { d.signal
 // New builds the daemon from a validated config: logger, registry and
 // cluster node. Nothing runs until Run.
 func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, version: version.Version, logOut: os.Stderr, newNode: newClusterNode}
+	d := &Daemon{cfg: cfg, version: version.Version, logOut: os.Stderr, newNode: newClusterNode, newSpeaker: newGoBGP}
 	for _, o := range opts {
 		o(d)
 	}
@@ -103,18 +126,54 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
-	if cfg.SIP != nil {
-		d.store = location.NewMemory(location.WithLogger(d.log.With("component", "location")))
-		d.sip, err = edge.New(*cfg.SIP, d.store,
-			edge.WithLogger(d.log.With("component", "sip")),
-			edge.WithRegistry(reg),
-			edge.WithNodeID(cfg.Cluster.NodeID))
-		if err != nil {
-			return nil, fmt.Errorf("sip: %w", err)
-		}
+	if err := d.build(); err != nil {
+		_ = d.node.Close() // never started: nothing to report
+		return nil, err
 	}
 	return d, nil
 }
+
+// build creates the modules on the node, before it starts: capabilities
+// can only be registered then.
+func (d *Daemon) build() error {
+	cfg := d.cfg
+	var err error
+	d.drain, err = newDrainState(cfg.Cluster.StateDir, d.node, d.log)
+	if err != nil {
+		return err
+	}
+	if cfg.CPS != nil {
+		if err := d.newCPS(); err != nil {
+			return fmt.Errorf("cps: %w", err)
+		}
+	}
+	if cfg.SIP != nil {
+		var hooks edge.Hooks
+		if d.cps != nil {
+			hooks.BeforeNewDialog = cpsHook(d.cps.Limiter())
+		}
+		d.store = location.NewMemory(location.WithLogger(d.log.With("component", "location")))
+		d.sip, err = edge.New(*cfg.SIP, d.store,
+			edge.WithLogger(d.log.With("component", "sip")),
+			edge.WithRegistry(d.reg),
+			edge.WithNodeID(cfg.Cluster.NodeID),
+			edge.WithHooks(hooks))
+		if err != nil {
+			return fmt.Errorf("sip: %w", err)
+		}
+	}
+	if cfg.BGP != nil && cfg.SIP == nil {
+		d.log.Warn("bgp without sip: the prefixes are announced while the cluster is synced, but no SIP listens here")
+	}
+	d.gate = readyGate{stopping: d.stopping.Load, drained: d.drain.Drained, caps: d.node.Caps}
+	if d.sip != nil {
+		d.gate.sipReady = d.sip.Ready
+	}
+	return nil
+}
+
+// Readiness reports whether the node should take traffic now, and why not.
+func (d *Daemon) Readiness() Readiness { return d.gate.check() }
 
 // NewLogger builds the daemon's logger from the log section.
 func NewLogger(w io.Writer, c config.LogConfig) *slog.Logger {
@@ -160,10 +219,10 @@ func (d *Daemon) Listen() (net.Addr, error) {
 	return d.ln.Addr(), nil
 }
 
-// Run starts the node and the admin API and blocks until ctx ends or
-// SIGINT/SIGTERM arrives, then shuts down gracefully: the node leaves the
-// cluster first, then the admin API drains. It returns an error if the
-// node or the admin API fails; a requested shutdown returns nil.
+// Run starts the node, the modules and the admin API and blocks until ctx
+// ends or SIGINT/SIGTERM arrives, then shuts down gracefully (see
+// shutdown). It returns an error if the node, a module or the admin API
+// fails; a requested shutdown returns nil.
 func (d *Daemon) Run(ctx context.Context) error {
 	addr, err := d.Listen()
 	if err != nil {
@@ -184,31 +243,26 @@ func (d *Daemon) Run(ctx context.Context) error {
 	defer stopNode()
 	nodeErr := make(chan error, 1)
 	go func() { nodeErr <- d.node.Start(nodeCtx) }()
-	if d.sip != nil {
-		go func() { _ = d.store.Run(nodeCtx) }()
-		if err := d.sip.Start(nodeCtx); err != nil {
-			d.ln.Close()
-			return errors.Join(fmt.Errorf("sip: %w", err), d.node.Close())
-		}
-	}
 
+	runErr := d.startModules(nodeCtx)
 	srv := &http.Server{
-		Handler: admin.New(d.node,
-			admin.WithLogger(d.log.With("component", "admin")),
-			admin.WithGatherer(d.reg),
-			admin.WithToken(d.cfg.Admin.Token)),
+		Handler:           admin.New(d.node, d.adminOptions()...),
 		ReadHeaderTimeout: 5 * time.Second,
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
 	}
 	httpErr := make(chan error, 1)
-	go func() { httpErr <- srv.Serve(d.ln) }()
-	d.log.Info("edged started", "version", d.version, "node_id", d.cfg.Cluster.NodeID,
-		"region", d.cfg.Cluster.Region, "admin", addr.String(), "cluster", d.cfg.Cluster.Listen)
+	if runErr == nil {
+		go func() { httpErr <- srv.Serve(d.ln) }()
+		d.log.Info("edged started", "version", d.version, "node_id", d.cfg.Cluster.NodeID,
+			"region", d.cfg.Cluster.Region, "admin", addr.String(), "cluster", d.cfg.Cluster.Listen,
+			"sip", d.sip != nil, "cps", d.cps != nil, "bgp", d.speaker != nil)
+	} else {
+		_ = d.ln.Close()
+	}
 
-	var runErr error
 loop:
-	for {
+	for runErr == nil {
 		select {
 		case err := <-nodeErr:
 			nodeErr = nil // Start has returned: nothing more to wait for
@@ -235,11 +289,85 @@ loop:
 	return errors.Join(runErr, d.shutdown(srv, stopNode, nodeErr))
 }
 
-// shutdown closes the node, then the admin API. A blocking Start is waited
-// for, so that no goroutine outlives Run.
+// startModules starts what runs beside the node: the drain flag from a
+// previous run, the CPS service, the SIP edge, and the BGP speaker with
+// its readiness gate. Whatever it started is stopped by shutdown, also
+// when it fails half-way.
+func (d *Daemon) startModules(ctx context.Context) error {
+	if d.drain.Drained() {
+		// Tell the cluster once the node runs: SetDrained waits for it.
+		d.bg.Go(func() {
+			if err := d.drain.restore(); err != nil {
+				d.log.Warn("could not advertise the drain flag to the cluster", "err", err)
+			}
+		})
+	}
+	if d.cps != nil {
+		d.cps.Start(ctx)
+	}
+	if d.sip != nil {
+		d.bg.Go(func() { _ = d.store.Run(ctx) })
+		if err := d.sip.Start(ctx); err != nil {
+			return fmt.Errorf("sip: %w", err)
+		}
+		d.sipStarted = true
+	}
+	if d.cfg.BGP != nil {
+		sp, err := d.newSpeaker(*d.cfg.BGP, d.log.With("component", "bgp"), d.reg)
+		if err != nil {
+			return fmt.Errorf("bgp: %w", err)
+		}
+		d.speaker = sp
+		d.announce = &announcer{sp: sp, advs: d.cfg.BGP.Advertisements(), ready: d.Readiness,
+			log: d.log.With("component", "bgp"), every: readyPoll}
+		actx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		d.stopAnnounce = func() { stop(); <-done }
+		go func() { defer close(done); d.announce.run(actx) }()
+	}
+	return nil
+}
+
+// adminOptions are the admin API's settings and the modules it serves:
+// call it after startModules.
+func (d *Daemon) adminOptions() []admin.Option {
+	opts := []admin.Option{
+		admin.WithLogger(d.log.With("component", "admin")),
+		admin.WithGatherer(d.reg),
+		admin.WithToken(d.cfg.Admin.Token),
+		admin.WithReadiness(func() (bool, []string) {
+			r := d.Readiness()
+			return r.Ready, r.Reasons
+		}),
+		admin.WithDrainer(d.drain),
+	}
+	if d.cps != nil {
+		opts = append(opts, admin.WithCPS(cpsAPI{d.cps}))
+	}
+	if d.speaker != nil {
+		opts = append(opts, admin.WithBGP(bgpAPI{d.speaker, *d.cfg.BGP}))
+	}
+	return opts
+}
+
+// shutdown stops everything in the order that loses no traffic: the node
+// stops being ready and its prefixes are withdrawn first, so the routers
+// send new calls elsewhere; then the SIP edge closes; then the node leaves
+// the cluster; then the CPS service and the speaker stop (the routers get
+// a Cease); the admin API goes last. A blocking Start is waited for, so
+// that no goroutine outlives Run.
 func (d *Daemon) shutdown(srv *http.Server, stopNode context.CancelFunc, nodeErr <-chan error) error {
 	var errs []error
-	if d.sip != nil {
+	d.stopping.Store(true)
+	if d.stopAnnounce != nil {
+		d.stopAnnounce()
+		if err := d.announce.withdraw(); err != nil {
+			errs = append(errs, fmt.Errorf("bgp: withdraw: %w", err))
+		} else {
+			d.log.Info("bgp: prefixes withdrawn for shutdown")
+		}
+	}
+	if d.sipStarted {
 		if err := d.sip.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("sip: close: %w", err))
 		}
@@ -247,10 +375,23 @@ func (d *Daemon) shutdown(srv *http.Server, stopNode context.CancelFunc, nodeErr
 	if err := d.node.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: close: %w", err))
 	}
+	// After the node: the service's goroutine may be waiting on a node
+	// that never ran, and Close of the node releases it.
+	if d.cps != nil {
+		if err := d.cps.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("cps: close: %w", err))
+		}
+	}
+	if d.speaker != nil {
+		if err := d.speaker.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("bgp: close: %w", err))
+		}
+	}
 	stopNode()
 	if nodeErr != nil {
 		<-nodeErr // Start either already failed or returns now that the node is closed
 	}
+	d.bg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {
