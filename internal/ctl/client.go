@@ -46,10 +46,37 @@ func (c *client) post(ctx context.Context, path string, body any) ([]byte, error
 }
 
 func (c *client) do(ctx context.Context, method, path string, body []byte) ([]byte, error) {
-	u := c.base.JoinPath(path)
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+	resp, b, err := c.roundTrip(ctx, method, path, body)
 	if err != nil {
 		return nil, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return nil, apiError(method, path, resp, b)
+	}
+	return b, nil
+}
+
+// getAny fetches path and returns the status and body whatever the status
+// (for /readyz, whose 503 is an answer, not a failure).
+func (c *client) getAny(ctx context.Context, path string) (int, []byte, error) {
+	resp, b, err := c.roundTrip(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	return resp.StatusCode, b, nil
+}
+
+// roundTrip does one call and reads the whole reply; the response's body
+// is closed.
+func (c *client) roundTrip(ctx context.Context, method, path string, body []byte) (*http.Response, []byte, error) {
+	// The path may carry a query ("/v1/cps/top?limit=x"), which JoinPath
+	// would escape.
+	p, q, _ := strings.Cut(path, "?")
+	u := c.base.JoinPath(p)
+	u.RawQuery = q
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -59,17 +86,14 @@ func (c *client) do(ctx context.Context, method, path string, body []byte) ([]by
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, c.unreachable(err)
+		return nil, nil, c.unreachable(err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return nil, fmt.Errorf("%s %s: reading the reply: %w", method, path, err)
+		return nil, nil, fmt.Errorf("%s %s: reading the reply: %w", method, path, err)
 	}
-	if resp.StatusCode/100 != 2 {
-		return nil, apiError(method, path, resp, b)
-	}
-	return b, nil
+	return resp, b, nil
 }
 
 // unreachable explains a transport error in terms of what to check.

@@ -28,6 +28,15 @@ Commands:
   cluster tags                      sharing tags and their owners
   cluster tags set-active TAG NODE  make NODE the owner of TAG (NODE 0: let the cluster elect)
   cluster remove NODE               forget a down node cluster-wide
+  ready                             readiness and why not (exit 1 when not ready)
+  drain [-wait]                     take the node out: not ready, prefixes withdrawn, no sharing tags
+                                    (-wait: until not ready and nothing announced, up to -wait-timeout)
+  undrain                           put the node back in service
+  cps                               CPS limits: configured rate, platform-wide rate now, rejections
+  cps top LIMIT [N]                 the N (default 10) busiest keys of a keyed limit
+  cps set LIMIT RATE                change a limit's rate (calls per second), cluster-wide
+  bgp peers                         BGP sessions with the routers
+  bgp routes                        announced prefixes and the routers that have them
   version                           print the version
 
 Flags (before or after the command):
@@ -39,9 +48,19 @@ type Env func(string) string
 // command is one edgectl command: its words, its positional arguments and
 // what it does.
 type command struct {
-	words []string
-	args  []string // names of the positional arguments, for usage errors
-	run   func(c *cli, ctx context.Context, args []string) error
+	words    []string
+	args     []string // names of the positional arguments, for usage errors
+	optional []string // names of optional arguments after args
+	run      func(c *cli, ctx context.Context, args []string) error
+}
+
+// usage is the command's synopsis.
+func (c *command) usage() string {
+	s := strings.Join(append(slices.Clone(c.words), c.args...), " ")
+	for _, o := range c.optional {
+		s += " [" + o + "]"
+	}
+	return s
 }
 
 var commands = []command{
@@ -51,6 +70,14 @@ var commands = []command{
 	{words: []string{"cluster", "tags"}, run: (*cli).tags},
 	{words: []string{"cluster", "tags", "set-active"}, args: []string{"TAG", "NODE"}, run: (*cli).setActive},
 	{words: []string{"cluster", "remove"}, args: []string{"NODE"}, run: (*cli).remove},
+	{words: []string{"ready"}, run: (*cli).ready},
+	{words: []string{"drain"}, run: (*cli).drain},
+	{words: []string{"undrain"}, run: (*cli).undrain},
+	{words: []string{"cps"}, run: (*cli).cps},
+	{words: []string{"cps", "top"}, args: []string{"LIMIT"}, optional: []string{"N"}, run: (*cli).cpsTop},
+	{words: []string{"cps", "set"}, args: []string{"LIMIT", "RATE"}, run: (*cli).cpsSet},
+	{words: []string{"bgp", "peers"}, run: (*cli).bgpPeers},
+	{words: []string{"bgp", "routes"}, run: (*cli).bgpRoutes},
 }
 
 // cli is one invocation's settings and output.
@@ -58,7 +85,15 @@ type cli struct {
 	client *client
 	json   bool
 	out    io.Writer
+
+	// drain -wait: poll every pollEvery for up to waitTimeout.
+	wait        bool
+	waitTimeout time.Duration
+	pollEvery   time.Duration
 }
+
+// pollEvery is how often drain -wait asks the daemon.
+const pollEvery = 200 * time.Millisecond
 
 // Main runs edgectl with args (without the program name) and returns the
 // exit code: 0 on success, 1 when the command failed, 2 on bad usage.
@@ -73,6 +108,8 @@ func Main(ctx context.Context, args []string, env Env, stdout, stderr io.Writer)
 	token := fs.String("token", env("EDGECTL_TOKEN"), "bearer `token` for state-changing commands (env EDGECTL_TOKEN)")
 	output := fs.String("o", "table", "output `format`: table or json")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on the daemon after this long")
+	wait := fs.Bool("wait", false, "drain: wait until the node is not ready and nothing is announced")
+	waitTimeout := fs.Duration("wait-timeout", time.Minute, "drain -wait: give up after this long")
 
 	words, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -105,8 +142,12 @@ func Main(ctx context.Context, args []string, env Env, stdout, stderr io.Writer)
 		fs.Usage()
 		return 2
 	}
-	if len(rest) != len(cmd.args) {
-		fmt.Fprintf(stderr, "usage: edgectl %s %s\n", strings.Join(cmd.words, " "), strings.Join(cmd.args, " "))
+	if len(rest) < len(cmd.args) || len(rest) > len(cmd.args)+len(cmd.optional) {
+		fmt.Fprintf(stderr, "usage: edgectl %s\n", cmd.usage())
+		return 2
+	}
+	if *wait && cmd.words[0] != "drain" {
+		fmt.Fprintln(stderr, "edgectl: -wait only applies to drain")
 		return 2
 	}
 	cl, err := newClient(*admin, *token, *timeout)
@@ -114,11 +155,15 @@ func Main(ctx context.Context, args []string, env Env, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "edgectl:", err)
 		return 2
 	}
-	c := &cli{client: cl, json: *output == "json", out: stdout}
+	c := &cli{client: cl, json: *output == "json", out: stdout,
+		wait: *wait, waitTimeout: *waitTimeout, pollEvery: pollEvery}
 	if err := cmd.run(c, ctx, rest); err != nil {
+		if errors.Is(err, errNotReady) {
+			return 1 // the output says why
+		}
 		var ue usageError
 		if errors.As(err, &ue) {
-			fmt.Fprintf(stderr, "edgectl: %s\nusage: edgectl %s %s\n", ue, strings.Join(cmd.words, " "), strings.Join(cmd.args, " "))
+			fmt.Fprintf(stderr, "edgectl: %s\nusage: edgectl %s\n", ue, cmd.usage())
 			return 2
 		}
 		fmt.Fprintln(stderr, "edgectl:", err)
