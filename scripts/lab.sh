@@ -1,26 +1,68 @@
 #!/usr/bin/env bash
-# lab.sh up|down: a local three-node anyedge cluster on loopback.
+# lab.sh up [--regions 2|3] | up --local | status | down
 #
-# `up` builds the binaries, writes three configs into lab-run/, starts the
-# three edged in the background and waits until node 1 sees all three up.
-# `down` stops exactly the processes that `up` started (their PIDs are in
-# lab-run/pids) and removes lab-run/.
-#
-# This is the quick lab. The multi-region lab with network namespaces, BIRD
-# routers and SIPp comes later.
+# up (default): the anyedge lab in network namespaces (package lab, run by
+#   bin/edgelab): two regions (LAB_REGIONS=3 or --regions 3 for three),
+#   each with a BIRD 2 router, two edged and a SIPp client; the routers
+#   peer across a WAN. It registers a few users to the anycast address
+#   203.0.113.10, places a test call, prints a summary and what to type
+#   next, and leaves the lab running. Needs root; installs BIRD and SIPp
+#   if missing (scripts/install-deps.sh). If anything fails, everything it
+#   built is removed.
+# up --local: the quick lab: three edged on loopback (cluster only, no
+#   root needed).
+# status: the summary again.
+# down: stops exactly the processes `up` started (by the PIDs it recorded)
+#   and removes every namespace and lab-run/.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 run=$root/lab-run
 bin=$root/bin
+export PATH=$PATH:/usr/local/go/bin
+
+say() { echo "lab: $*"; }
+die() { echo "lab: $*" >&2; exit 1; }
+
+# ---- the namespace lab -------------------------------------------------
+
+build_edgelab() {
+	make -s -C "$root" build
+	(cd "$root" && go build -o "$bin/edgelab" ./lab/cmd/edgelab)
+}
+
+ns_up() {
+	local regions=${LAB_REGIONS:-2}
+	while [ $# -gt 0 ]; do
+		case $1 in
+		--regions) regions=$2; shift 2 ;;
+		--regions=*) regions=${1#*=}; shift ;;
+		*) die "unknown option $1" ;;
+		esac
+	done
+	[ "$(id -u)" -eq 0 ] || die "the namespace lab needs root (network namespaces, BIRD); try: sudo make lab (or scripts/lab.sh up --local for the loopback cluster)"
+	[ ! -f "$run/state.json" ] && [ ! -f "$run/pids" ] || die "a lab is already up (lab-run/ exists); run: make lab-down"
+	"$root/scripts/install-deps.sh" >/dev/null
+	say "building"
+	build_edgelab
+	cd "$root"
+	exec "$bin/edgelab" up -dir "$run" -bin "$bin" -scenarios "$root/edge/sipp" -regions "$regions"
+}
+
+ns_down() {
+	if [ ! -x "$bin/edgelab" ]; then
+		build_edgelab
+	fi
+	"$bin/edgelab" down -dir "$run"
+}
+
+# ---- the loopback lab (--local) ----------------------------------------
+
 nodes=(1 2 3)
 timeout=${LAB_TIMEOUT:-30} # seconds for the cluster to form
 
 admin_url() { echo "http://127.0.0.1:1909$1"; }
 cluster_addr() { echo "127.0.0.1:5600$1"; }
-
-say() { echo "lab: $*"; }
-die() { echo "lab: $*" >&2; exit 1; }
 
 # is_ours PID: the PID is alive and still one of our edged, not a process
 # that reused the number.
@@ -30,9 +72,9 @@ is_ours() {
 	[[ $cmd == "$bin/edged -config $run/"* ]]
 }
 
-# stop_all stops the PIDs recorded in lab-run/pids: SIGTERM, a grace period
-# for a clean leave, then SIGKILL for any that hang.
-stop_all() {
+# stop_local stops the PIDs recorded in lab-run/pids: SIGTERM, a grace
+# period for a clean leave, then SIGKILL for any that hang.
+stop_local() {
 	[ -f "$run/pids" ] || return 0
 	local pids=() pid
 	while read -r pid; do
@@ -82,8 +124,8 @@ up_count() {
 		grep -Eo '"state": *"(up|self)"' | wc -l
 }
 
-up() {
-	[ ! -f "$run/pids" ] || die "the lab is already up (lab-run/pids exists); run: make lab-down"
+local_up() {
+	[ ! -f "$run/pids" ] && [ ! -f "$run/state.json" ] || die "a lab is already up (lab-run/ exists); run: make lab-down"
 	say "building"
 	make -s -C "$root" build
 
@@ -92,7 +134,7 @@ up() {
 	chmod 700 "$run" # the configs hold the cluster key
 
 	ok=0
-	trap 'on_exit' EXIT
+	trap 'on_local_exit' EXIT
 	trap 'exit 130' INT TERM # run the EXIT trap on Ctrl-C too
 
 	local key i
@@ -123,7 +165,7 @@ up() {
 	"$bin/edgectl" -admin "$(admin_url 1)" cluster topology
 	cat <<EOF
 
-The lab is up: ${#nodes[@]} edged on 127.0.0.1; configs and logs are in lab-run/.
+The local lab is up: ${#nodes[@]} edged on 127.0.0.1; configs and logs are in lab-run/.
 Next:
   bin/edgectl -admin $(admin_url 1) cluster nodes
   bin/edgectl -admin $(admin_url 2) cluster tags
@@ -134,9 +176,9 @@ Next:
 EOF
 }
 
-# on_exit cleans up after a failed `up`: it shows the logs, stops what was
-# started and removes lab-run/.
-on_exit() {
+# on_local_exit cleans up after a failed local `up`: it shows the logs,
+# stops what was started and removes lab-run/.
+on_local_exit() {
 	local rc=$?
 	[ "$ok" = 1 ] && return
 	local f
@@ -146,26 +188,50 @@ on_exit() {
 		tail -n 20 "$f" >&2
 	done
 	say "up failed; stopping what was started" >&2
-	stop_all
+	stop_local
 	rm -rf "$run"
 	exit $((rc == 0 ? 1 : rc))
 }
 
+# ---- dispatch ----------------------------------------------------------
+
 down() {
-	if [ ! -d "$run" ]; then
-		say "the lab is not up"
+	if [ -f "$run/pids" ]; then
+		stop_local
+		rm -rf "$run"
+		say "down"
 		return
 	fi
-	stop_all
+	if [ -f "$run/state.json" ]; then
+		ns_down
+		return
+	fi
+	# No record: a namespace lab whose state was lost still gets its
+	# namespaces removed (edgelab down sweeps anylab-*).
+	if [ "$(id -u)" -eq 0 ] && ip netns list 2>/dev/null | grep -q '^anylab-'; then
+		ns_down
+		return
+	fi
 	rm -rf "$run"
-	say "down"
+	say "the lab is not up"
 }
 
 case "${1:-}" in
-up) up ;;
+up)
+	shift
+	if [ "${1:-}" = --local ]; then
+		local_up
+	else
+		ns_up "$@"
+	fi
+	;;
+status)
+	[ -f "$run/state.json" ] || die "no namespace lab is up"
+	"$bin/edgelab" status -dir "$run"
+	;;
 down) down ;;
 *)
-	echo "usage: $0 up|down" >&2
+	echo "usage: $0 up [--regions 2|3] | up --local | status | down" >&2
 	exit 2
 	;;
 esac

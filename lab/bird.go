@@ -1,0 +1,211 @@
+//go:build linux
+
+package lab
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"text/template"
+)
+
+// birdTmpl is a region router's BIRD 2 config. The router:
+//   - peers with its edges (eBGP, passive: edges dial out), BFD on, short
+//     error waits so that a restarted edge is peered with again at once;
+//   - prefers its own region (local-pref 200 over 100 for the WAN) and
+//     honours GRACEFUL_SHUTDOWN (RFC 8326: local-pref 0), so a drained
+//     region's traffic goes to the others;
+//   - puts every equal best path in the kernel (ECMP: merge paths);
+//   - exchanges its connected networks and the anycast paths with the
+//     other routers over the WAN.
+const birdTmpl = `# Region {{.R.Name}} router, written by the anyedge lab.
+router id {{.R.RouterWAN}};
+log stderr all;
+
+protocol device { scan time 10; }
+
+# Our segments, for the other regions.
+protocol direct {
+	ipv4;
+	interface "lan0", "cli0";
+}
+
+protocol kernel {
+	ipv4 {
+		import none;
+		export filter { if source = RTS_DEVICE then reject; accept; };
+	};
+	merge paths on;
+}
+
+protocol bfd {
+	interface "lan0" { min rx interval {{.BFDms}} ms; min tx interval {{.BFDms}} ms; multiplier 3; };
+}
+
+define ANYCAST = [ 203.0.113.0/24{32,32} ];
+
+# Paths from our edges: anycast and VIP /32s only.
+filter edge_in {
+	if ! (net ~ ANYCAST) then reject;
+	if (65535, 0) ~ bgp_community then bgp_local_pref = 0;
+	else bgp_local_pref = 200;
+	accept;
+}
+
+filter wan_in {
+	if (65535, 0) ~ bgp_community then bgp_local_pref = 0;
+	else bgp_local_pref = 100;
+	accept;
+}
+
+filter wan_out {
+	if source = RTS_DEVICE then accept;
+	if net ~ ANYCAST then accept;
+	reject;
+}
+
+template bgp edge {
+	local {{.R.RouterLAN}} as {{.R.ASN}};
+	passive on;
+	hold time 9;
+	bfd on;
+	error wait time 1, 5;
+	ipv4 { import filter edge_in; export none; };
+}
+{{range .R.Edges}}
+protocol bgp {{.Name}} from edge { neighbor {{.Addr}} as {{$.EdgeASN}}; }
+{{- end}}
+{{range .Peers}}
+protocol bgp wan_{{.Name}} {
+	local {{$.R.RouterWAN}} as {{$.R.ASN}};
+	neighbor {{.RouterWAN}} as {{.ASN}};
+	hold time 9;
+	connect retry time 1;
+	error wait time 1, 5;
+	ipv4 { import filter wan_in; export filter wan_out; next hop self; };
+}
+{{- end}}
+`
+
+// BFDInterval is the routers' BFD interval; with a multiplier of 3 a
+// dead edge is declared down after 900 ms. The edges run the same.
+const BFDInterval = 300
+
+// birdConfig renders the config of region r's router.
+func birdConfig(p *Plan, r *RegionPlan) (string, error) {
+	var peers []*RegionPlan
+	for _, o := range p.Regions {
+		if o != r {
+			peers = append(peers, o)
+		}
+	}
+	var b strings.Builder
+	err := template.Must(template.New("bird").Parse(birdTmpl)).Execute(&b, map[string]any{
+		"R": r, "Peers": peers, "EdgeASN": EdgeASN, "BFDms": BFDInterval,
+	})
+	return b.String(), err
+}
+
+// Router is a region's BIRD.
+type Router struct {
+	Region *RegionPlan
+	NS     string
+	Sock   string // birdc control socket
+	Proc   *Proc
+}
+
+// Birdc runs a birdc command against the router.
+func (r *Router) Birdc(args ...string) (string, error) {
+	return run(append([]string{"birdc", "-s", r.Sock}, args...)...)
+}
+
+// Established checks that the named BGP protocols are Established.
+func (r *Router) Established(names ...string) error {
+	out, err := r.Birdc("show", "protocols")
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		found := false
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) > 0 && f[0] == n {
+				found = true
+				if !strings.Contains(line, "Established") {
+					return fmt.Errorf("%s: protocol %s: %s", r.Region.RouterName(), n, strings.TrimSpace(line))
+				}
+			}
+		}
+		if !found {
+			return fmt.Errorf("%s: protocol %s not listed", r.Region.RouterName(), n)
+		}
+	}
+	return nil
+}
+
+// BFDUp checks that the BFD session with addr is Up.
+func (r *Router) BFDUp(addr string) error {
+	out, err := r.Birdc("show", "bfd", "sessions")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[0] == addr {
+			if f[2] != "Up" {
+				return fmt.Errorf("%s: bfd %s: %s", r.Region.RouterName(), addr, strings.TrimSpace(line))
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: no bfd session with %s", r.Region.RouterName(), addr)
+}
+
+// NextHops lists the next hops of the router's kernel route to prefix,
+// sorted ("via X" of a single path, or of each "nexthop" of a multipath
+// route). None when there is no route.
+func (r *Router) NextHops(prefix string) ([]string, error) {
+	out, err := run("ip", "-n", r.NS, "-4", "route", "show", "exact", prefix)
+	if err != nil {
+		return nil, err
+	}
+	var via []string
+	f := strings.Fields(out)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "via" {
+			via = append(via, f[i+1])
+		}
+	}
+	slices.Sort(via)
+	return via, nil
+}
+
+// WantNextHops checks the kernel route to prefix against want (any order;
+// none: no route).
+func (r *Router) WantNextHops(prefix string, want ...string) error {
+	got, err := r.NextHops(prefix)
+	if err != nil {
+		return err
+	}
+	want = slices.Sorted(slices.Values(want))
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("%s: route %s via %v, want %v", r.Region.RouterName(), prefix, got, want)
+	}
+	return nil
+}
+
+// RouteFor is the next hop the router's kernel picks for traffic from src
+// to dst arriving on the client interface (the ECMP choice of that flow).
+func (r *Router) RouteFor(src, dst string) (string, error) {
+	out, err := run("ip", "-n", r.NS, "route", "get", dst, "from", src, "iif", "cli0")
+	if err != nil {
+		return "", err
+	}
+	f := strings.Fields(out)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "via" {
+			return f[i+1], nil
+		}
+	}
+	return "", fmt.Errorf("%s: no next hop for %s from %s: %s", r.Region.RouterName(), dst, src, strings.TrimSpace(out))
+}

@@ -1,0 +1,31 @@
+// Package lab builds the anyedge lab on one Linux machine with network
+// namespaces, veth pairs and bridges: two regions (three on request),
+// each with a BIRD 2 router, two edged nodes and a client, the routers
+// peering with each other across a WAN segment. `make lab` runs it through
+// lab/cmd/edgelab; the end-to-end tests and failover benchmarks use the
+// same package.
+//
+//	        client ca 198.18.101.10           client cb 198.18.102.10
+//	             |                                 |
+//	    router ra (BIRD, AS 65010) ---- WAN ---- router rb (BIRD, AS 65020)
+//	      198.18.1.1   198.18.200.1      198.18.200.2   198.18.2.1
+//	        |      |                                  |      |
+//	   edge a1    edge a2                        edge b1    edge b2
+//	198.18.1.11  198.18.1.12                  198.18.2.11  198.18.2.12
+//
+// Every edge announces the anycast address 203.0.113.10/32 (AS 65001) to
+// its region's router over eBGP with BFD. A router puts both of its edges'
+// paths in the kernel (ECMP), prefers its own region (local-pref 200 over
+// 100 for paths from the WAN), honours GRACEFUL_SHUTDOWN (local-pref 0)
+// and fails over to another region when its own edges withdraw. Region n
+// also has an L2 VIP 203.0.113.(20+n) on the LAN and an L3 VIP
+// 203.0.113.(30+n) announced as a /32, each bound to a sharing tag
+// (vip-a, vip3-a, ...).
+//
+// Everything a lab creates carries its prefix (namespaces "anylab-ra",
+// "anylab-a1", ...; the bridges live in "anylab-sw", so the root namespace
+// is never touched). The state file in the run directory records the
+// prefix and every process with its PID and start time, so that Down,
+// from any process, stops exactly what Up started and removes every
+// namespace.
+package lab

@@ -1,0 +1,244 @@
+//go:build linux
+
+package lab
+
+import (
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Users are the SIP subscribers of the lab; each one's password is its
+// name followed by "pw".
+var Users = []string{"alice", "bob", "carol", "dave"}
+
+// Secrets are shared by every edge of a lab: nodes behind one anycast
+// address must agree on them.
+type Secrets struct {
+	ClusterKey     string `json:"cluster_key"`
+	AuthSecret     string `json:"auth_secret"`
+	RecordRouteKey string `json:"record_route_key"`
+}
+
+// Config is an edged config as a YAML tree, so that tests can change any
+// key before it is written (Options.Edge).
+type Config map[string]any
+
+// Section returns the mapping at key, creating it.
+func (c Config) Section(key string) map[string]any {
+	if m, ok := c[key].(map[string]any); ok {
+		return m
+	}
+	m := map[string]any{}
+	c[key] = m
+	return m
+}
+
+// edgedConfig is the config of edge e.
+func (l *Lab) edgedConfig(e *EdgePlan) Config {
+	r := e.Region
+	seed := l.Plan.Regions[0].Edges[0]
+	var tags []map[string]any
+	for _, o := range l.Plan.Regions {
+		tags = append(tags,
+			map[string]any{"name": o.VIPTag(), "region": o.Name},
+			map[string]any{"name": o.VIPL3Tag(), "region": o.Name})
+	}
+	cl := map[string]any{
+		"node_id":   e.ID,
+		"region":    r.Name,
+		"listen":    fmt.Sprintf("%s:%d", e.Addr, ClusterPort),
+		"sip_addr":  fmt.Sprintf("%s:%d", e.Addr, SIPPort),
+		"key":       l.secrets.ClusterKey,
+		"state_dir": filepath.Join(l.dir, e.Name, "state"),
+		"tags":      tags,
+	}
+	if e == seed {
+		cl["seed"] = true
+	} else {
+		// Region a's edges only: a node dials its join addresses only
+		// until its first link is up, so two nodes of another region that
+		// found each other first would stay an island.
+		var join []string
+		for _, o := range l.Plan.Regions[0].Edges {
+			if o != e {
+				join = append(join, fmt.Sprintf("%s:%d", o.Addr, ClusterPort))
+			}
+		}
+		cl["join"] = join
+	}
+	no := false
+	return Config{
+		"log":     map[string]any{"level": "info", "format": "text"},
+		"admin":   map[string]any{"listen": AdminAddr},
+		"cluster": cl,
+		"sip": map[string]any{
+			"listeners": []map[string]any{
+				{"transport": "udp", "addr": fmt.Sprintf("%s:%d", Anycast, SIPPort)},
+				{"transport": "udp", "addr": fmt.Sprintf("%s:%d", e.Addr, SIPPort)},
+				{"transport": "udp", "addr": fmt.Sprintf("%s:%d", r.VIPL2, SIPPort)},
+				{"transport": "udp", "addr": fmt.Sprintf("%s:%d", r.VIPL3, SIPPort)},
+			},
+			"domains": []string{Domain},
+			"auth": map[string]any{
+				"enabled":          true,
+				"subscribers_file": filepath.Join(l.dir, "subscribers"),
+				"invite":           &no,
+				"secret":           l.secrets.AuthSecret,
+			},
+			"record_route_key": l.secrets.RecordRouteKey,
+		},
+		"cps": map[string]any{
+			"limits": []map[string]any{{"name": "calls", "rate": 1000}},
+		},
+		"bgp": map[string]any{
+			"asn":       EdgeASN,
+			"router_id": e.Addr.String(),
+			"peers": []map[string]any{{
+				"address":       r.RouterLAN.String(),
+				"asn":           r.ASN,
+				"local_address": e.Addr.String(),
+				"bfd": map[string]any{
+					"enabled": true,
+					"min_tx":  fmt.Sprintf("%dms", BFDInterval),
+					"min_rx":  fmt.Sprintf("%dms", BFDInterval),
+				},
+			}},
+			"prefixes": []map[string]any{{"prefix": Anycast + "/32"}},
+		},
+	}
+}
+
+// writeSubscribers writes the subscriber file: MD5 HA1s only, as SIPp
+// knows no SHA-256.
+func (l *Lab) writeSubscribers() error {
+	var b strings.Builder
+	for _, u := range Users {
+		ha1 := md5.Sum([]byte(u + ":" + Domain + ":" + u + "pw"))
+		fmt.Fprintf(&b, "%s %s %s -\n", u, Domain, hex.EncodeToString(ha1[:]))
+	}
+	return os.WriteFile(filepath.Join(l.dir, "subscribers"), []byte(b.String()), 0o600)
+}
+
+// Edge is one running edged.
+type Edge struct {
+	*EdgePlan
+	NS     string
+	Config string // the config file
+	Proc   *Proc
+
+	lab  *Lab
+	runs int
+	http *http.Client
+}
+
+// writeConfig renders and writes the edge's config.
+func (e *Edge) writeConfig() error {
+	cfg := e.lab.edgedConfig(e.EdgePlan)
+	if e.lab.opts.Edge != nil {
+		e.lab.opts.Edge(e.EdgePlan, cfg)
+	}
+	b, err := yaml.Marshal(map[string]any(cfg))
+	if err != nil {
+		return err
+	}
+	e.Config = filepath.Join(e.lab.dir, e.Name, "edged.yaml")
+	if err := os.MkdirAll(filepath.Dir(e.Config), 0o700); err != nil {
+		return err
+	}
+	hdr := fmt.Sprintf("# edge %s (node %d, region %s), written by the anyedge lab\n", e.Name, e.ID, e.Region.Name)
+	return os.WriteFile(e.Config, append([]byte(hdr), b...), 0o600)
+}
+
+// Start starts (or restarts) the edge. It returns once the process runs;
+// WaitHealthy waits for its admin API.
+func (e *Edge) Start() error {
+	if e.Proc != nil && e.Proc.Alive() {
+		return fmt.Errorf("%s: already running (pid %d)", e.Name, e.Proc.PID)
+	}
+	e.runs++
+	log := filepath.Join(e.lab.dir, e.Name, fmt.Sprintf("edged-%d.log", e.runs))
+	if e.runs == 1 {
+		log = filepath.Join(e.lab.dir, e.Name, "edged.log")
+	}
+	p, err := startProc("edged-"+e.Name, e.NS, log, e.lab.opts.Detach, e.lab.opts.Edged, "-config", e.Config)
+	if err != nil {
+		return err
+	}
+	e.Proc = p
+	return e.lab.saveState()
+}
+
+// WaitHealthy waits until the edge's admin API answers /healthz.
+func (e *Edge) WaitHealthy(timeout time.Duration) error {
+	return poll(timeout, 50*time.Millisecond, func() error {
+		if e.Proc == nil || !e.Proc.Alive() {
+			return permanent(fmt.Errorf("%s exited; log tail:\n%s", e.Name, e.tail()))
+		}
+		return e.Get("/healthz", nil)
+	})
+}
+
+func (e *Edge) tail() string {
+	if e.Proc == nil {
+		return ""
+	}
+	return e.Proc.Tail(20)
+}
+
+// Get fetches an admin API path into v (nil: only the status matters).
+func (e *Edge) Get(path string, v any) error {
+	resp, err := e.http.Get("http://" + AdminAddr + path)
+	if err != nil {
+		return fmt.Errorf("%s: GET %s: %w", e.Name, path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: GET %s: %s: %s", e.Name, path, resp.Status, strings.TrimSpace(string(body)))
+	}
+	if v == nil {
+		return nil
+	}
+	return json.Unmarshal(body, v)
+}
+
+// Post calls a state-changing admin API path.
+func (e *Edge) Post(path string, body string) error {
+	resp, err := e.http.Post("http://"+AdminAddr+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("%s: POST %s: %w", e.Name, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: POST %s: %s: %s", e.Name, path, resp.Status, strings.TrimSpace(string(b)))
+	}
+	return nil
+}
+
+// UpNodes counts the nodes the edge sees up (itself included).
+func (e *Edge) UpNodes() (int, error) {
+	var nodes []struct {
+		State string `json:"state"`
+	}
+	if err := e.Get("/v1/cluster/nodes", &nodes); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, v := range nodes {
+		if v.State == "up" || v.State == "self" {
+			n++
+		}
+	}
+	return n, nil
+}
