@@ -67,6 +67,10 @@ type Config struct {
 	// node restarted while cut off still knows it is in a minority and
 	// does not claim sharing tags. Default: none.
 	StateDir string `yaml:"state_dir"`
+	// Drained starts the node drained (not eligible for sharing tags). The
+	// daemon sets it from its persisted drain flag, so a drained node that
+	// restarts never holds a tag, not even for a moment. Not a config key.
+	Drained bool `yaml:"-"`
 	// Tags are the sharing tags this node knows about.
 	Tags []TagConfig `yaml:"tags"`
 }

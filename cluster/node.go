@@ -159,7 +159,7 @@ func (n *Node) coreConfig() core.Config {
 	cc := core.Config{
 		Self: core.NodeMeta{
 			ID: c.NodeID, Incarnation: n.inc, Region: c.Region, ClusterAddr: c.Advertise,
-			SIPAddr: c.SIPAddr, Priority: int32(c.Priority), Seed: c.Seed,
+			SIPAddr: c.SIPAddr, Priority: int32(c.Priority), Seed: c.Seed, Drained: c.Drained,
 		},
 		LAN:                 core.Timers(c.LAN),
 		WAN:                 core.Timers(c.WAN),

@@ -274,3 +274,30 @@ func TestDuplicateIDRefused(t *testing.T) {
 		}
 	}
 }
+
+// A node that starts drained (the daemon's persisted flag) never owns a
+// tag, even alone and past the seed's topology grace.
+func TestStartDrainedNeverOwnsTags(t *testing.T) {
+	cfg := Config{NodeID: 1, Region: "r1", Listen: freePort(t), Key: testKey, Seed: true, SeedSyncDelay: 50 * time.Millisecond,
+		Drained: true, Tags: []TagConfig{{Name: "vip", Region: "r1"}}}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	eventually(t, 2*time.Second, func() error {
+		if !n.Self().Drained {
+			return fmt.Errorf("not advertised drained")
+		}
+		if !n.Tags()[0].Quorum {
+			return fmt.Errorf("no quorum yet")
+		}
+		return nil
+	})
+	if tv := n.Tags()[0]; tv.Active || tv.Owner != 0 {
+		t.Fatalf("drained node owns the tag: %+v", tv)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -122,7 +123,15 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 	}
 	d.reg = reg
 	// The cluster package names its own components in its log lines.
-	d.node, err = d.newNode(cfg.Cluster, d.log, reg)
+	ccfg := cfg.Cluster
+	// A node drained before it stopped joins drained: it must not win a
+	// sharing tag in the moment before the flag is re-advertised.
+	if ccfg.StateDir != "" {
+		if _, err := os.Stat(filepath.Join(ccfg.StateDir, drainedFile)); err == nil {
+			ccfg.Drained = true
+		}
+	}
+	d.node, err = d.newNode(ccfg, d.log, reg)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: %w", err)
 	}
