@@ -4,7 +4,7 @@
 // struct of the package it configures (the `cluster:` section is
 // cluster.Config), so that a package's defaults and validation live with the
 // package and the daemon only adds file names, key paths and line numbers to
-// the errors. Sections still to come: location, vips.
+// the errors. Sections still to come: location.
 package config
 
 import (
@@ -16,9 +16,11 @@ import (
 	"strings"
 
 	"github.com/anyedge/anyedge/bgp"
+	"github.com/anyedge/anyedge/bgp/announce"
 	"github.com/anyedge/anyedge/cluster"
 	"github.com/anyedge/anyedge/edge"
 	"github.com/anyedge/anyedge/edge/cps"
+	"github.com/anyedge/anyedge/vip"
 )
 
 // Config is the whole daemon configuration.
@@ -40,6 +42,13 @@ type Config struct {
 	// while the node is ready; see bgp.Config. Without it nothing is
 	// announced.
 	BGP *bgp.Config `yaml:"bgp"`
+	// Announce decides when the bgp prefixes are announced (health gating,
+	// hold-down, per-region policy) and how the node drains; see
+	// announce.Config. Its defaults apply when the section is absent.
+	Announce announce.Config `yaml:"announce"`
+	// VIPs are the virtual addresses that follow sharing tags; see
+	// vip.Config. An l3 VIP needs the bgp section.
+	VIPs []vip.Config `yaml:"vips"`
 }
 
 // LogConfig configures logging.
@@ -126,6 +135,60 @@ func (c *Config) validate() error {
 				return &fieldError{key: "bgp." + fe.Key, msg: fe.Err}
 			}
 			return &fieldError{key: "bgp", msg: err.Error()}
+		}
+	}
+	if err := c.validateAnnounce(); err != nil {
+		return err
+	}
+	return c.validateVIPs()
+}
+
+func (c *Config) validateAnnounce() error {
+	a := &c.Announce
+	if err := a.Validate(); err != nil {
+		var fe *announce.FieldError
+		if errors.As(err, &fe) {
+			return &fieldError{key: "announce." + fe.Key, msg: fe.Err}
+		}
+		return &fieldError{key: "announce", msg: err.Error()}
+	}
+	if c.BGP == nil {
+		return nil
+	}
+	if err := a.CheckPrefixes(c.BGP.Advertisements()); err != nil {
+		var fe *announce.FieldError
+		if errors.As(err, &fe) {
+			return &fieldError{key: "announce." + fe.Key, msg: fe.Err}
+		}
+		return &fieldError{key: "announce", msg: err.Error()}
+	}
+	if a.HasPrepend() {
+		for _, p := range c.BGP.Peers {
+			if p.ASN == c.BGP.ASN {
+				return &fieldError{key: "announce", msg: fmt.Sprintf(
+					"a region policy or drain.prepend prepends, but peer %s is iBGP: it would see its own AS and drop the path", p.Address)}
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateVIPs() error {
+	var tags []string
+	for _, t := range c.Cluster.Tags {
+		tags = append(tags, t.Name)
+	}
+	vips, err := vip.Parse(c.VIPs, tags)
+	if err != nil {
+		var fe *vip.FieldError
+		if errors.As(err, &fe) {
+			return &fieldError{key: "vips" + fe.Key, msg: fe.Err}
+		}
+		return &fieldError{key: "vips", msg: err.Error()}
+	}
+	for i, v := range vips {
+		if v.Mode == vip.ModeL3 && c.BGP == nil {
+			return &fieldError{key: fmt.Sprintf("vips[%d].mode", i), msg: "l3 VIPs are announced over BGP: they need the bgp section"}
 		}
 	}
 	return nil
