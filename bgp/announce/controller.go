@@ -22,7 +22,8 @@ type Deps struct {
 	// Health reads the readiness signals; called at every poll, from the
 	// controller's goroutine. Required.
 	Health func() Signals
-	// Load reads the node's load for the drain; called at every poll.
+	// Load reads the node's load for the drain; called at every poll
+	// while a drain waits, and by Shutdown.
 	// Default: always idle (a drain then waits drain.quiet and moves on).
 	Load func() Load
 	// Cluster marks the node drained in the cluster, which hands its
@@ -148,12 +149,20 @@ func (c *Controller) Poke() {
 // step reads the inputs, steps the machine and applies.
 func (c *Controller) step() {
 	sig := c.deps.Health()
-	load := c.deps.Load()
+	c.mu.Lock()
+	need := c.mach.NeedsLoad()
+	c.mu.Unlock()
+	var load Load
+	if need {
+		load = c.deps.Load() // only while draining: it may be costly
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
 	c.mach.SetSignals(now, sig)
-	c.mach.SetLoad(now, load)
+	if need {
+		c.mach.SetLoad(now, load)
+	}
 	c.mach.Tick(now)
 	c.applyLocked(now)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/anyedge/anyedge/bgp"
@@ -128,6 +129,10 @@ func (m *Machine) SetLoad(now time.Time, l Load) {
 	m.load, m.loadSeen, m.loadAt = l, true, now
 	m.advance(now)
 }
+
+// NeedsLoad reports whether the drain waits on the load: the caller need
+// only read it then.
+func (m *Machine) NeedsLoad() bool { return m.phase == PhaseShifting || m.phase == PhaseFinishing }
 
 // Tick lets timeouts expire.
 func (m *Machine) Tick(now time.Time) { m.advance(now) }
@@ -313,4 +318,26 @@ func (m *Machine) Status(now time.Time) Status {
 		s.Reasons = append(s.Reasons, ReasonShuttingDown)
 	}
 	return s
+}
+
+// Explain lists the reasons for people, with what each one is about, for
+// example "not_synced: cps" or "isolated: reaches 1 of 2 nodes of its
+// region"; empty while announcing.
+func (s Status) Explain() []string {
+	var out []string
+	for _, r := range s.Reasons {
+		switch r {
+		case ReasonNotSynced:
+			r += ": " + strings.Join(s.Unsynced, ", ")
+		case ReasonIsolated:
+			r += fmt.Sprintf(": reaches %d of %d nodes of its region, %d of %d in the cluster",
+				s.Region.Reachable, s.Region.Known, s.Region.AllReachable, s.Region.AllKnown)
+		case ReasonDrained:
+			r += ": " + s.Phase.String()
+		case ReasonHoldDown:
+			r += ": until " + s.HoldDownUntil.UTC().Format("15:04:05.000Z")
+		}
+		out = append(out, r)
+	}
+	return out
 }

@@ -417,3 +417,17 @@ func TestPhaseNames(t *testing.T) {
 		t.Errorf("phases %s", got)
 	}
 }
+
+func TestExplain(t *testing.T) {
+	m := newMachine("us", false)
+	s := healthy()
+	s.Unsynced = []string{"cps", "geo.meta"}
+	s.Region = RegionView{Known: 2, Reachable: 1, AllKnown: 4, AllReachable: 2}
+	m.SetSignals(at(0), s)
+	m.Drain(at(0))
+	got := m.Status(at(0)).Explain()
+	want := []string{"not_synced: cps, geo.meta", "isolated: reaches 1 of 2 nodes of its region, 2 of 4 in the cluster", "drained: finishing"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Explain\n got %q\nwant %q", got, want)
+	}
+}
