@@ -333,7 +333,9 @@ func (s Status) Explain() []string {
 			r += fmt.Sprintf(": reaches %d of %d nodes of its region, %d of %d in the cluster",
 				s.Region.Reachable, s.Region.Known, s.Region.AllReachable, s.Region.AllKnown)
 		case ReasonDrained:
-			r += ": " + s.Phase.String()
+			if s.Phase != PhaseDrained {
+				r += ": " + s.Phase.String() // still on the way
+			}
 		case ReasonHoldDown:
 			r += ": until " + s.HoldDownUntil.UTC().Format("15:04:05.000Z")
 		}
