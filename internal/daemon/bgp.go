@@ -1,11 +1,8 @@
 package daemon
 
 import (
-	"context"
 	"log/slog"
 	"slices"
-	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -24,69 +21,6 @@ func newGoBGP(cfg bgp.Config, log *slog.Logger, reg prometheus.Registerer) (bgp.
 
 // WithSpeakerFactory replaces bgp.New, for tests.
 func WithSpeakerFactory(f SpeakerFactory) Option { return func(d *Daemon) { d.newSpeaker = f } }
-
-// readyPoll is how often the announcer re-evaluates readiness. A node
-// that stops being ready is withdrawn within this much (plus the routers'
-// processing); 100 ms costs a few cheap reads per second.
-const readyPoll = 100 * time.Millisecond
-
-// withdrawTimeout bounds the final withdrawal at shutdown.
-const withdrawTimeout = 5 * time.Second
-
-// announcer announces the configured prefixes while the node is ready and
-// withdraws them while it is not. Set is declarative, so a failed Set is
-// simply tried again at the next poll.
-type announcer struct {
-	sp    bgp.Speaker
-	advs  []bgp.Advertisement
-	ready func() Readiness
-	log   *slog.Logger
-	every time.Duration
-}
-
-// run polls readiness until ctx ends, and calls Set when readiness
-// changed or the last Set failed.
-func (a *announcer) run(ctx context.Context) {
-	t := time.NewTicker(a.every)
-	defer t.Stop()
-	known, have := false, false // known: the last Set succeeded and announced had
-	for {
-		if r := a.ready(); !known || r.Ready != have {
-			var err error
-			if r.Ready {
-				err = a.sp.Set(ctx, a.advs...)
-			} else {
-				err = a.sp.Set(ctx)
-			}
-			switch {
-			case err != nil:
-				if ctx.Err() == nil {
-					a.log.Error("bgp: could not update the announcements; retrying", "ready", r.Ready, "err", err)
-				}
-				known = false
-			case r.Ready:
-				a.log.Info("bgp: node ready, prefixes announced", "prefixes", len(a.advs))
-			default:
-				a.log.Warn("bgp: node not ready, prefixes withdrawn", "reasons", strings.Join(r.Reasons, "; "))
-			}
-			if err == nil {
-				known, have = true, r.Ready
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// withdraw takes every prefix back: the first step of a shutdown.
-func (a *announcer) withdraw() error {
-	ctx, cancel := context.WithTimeout(context.Background(), withdrawTimeout)
-	defer cancel()
-	return a.sp.Set(ctx)
-}
 
 // bgpAPI is the admin API's view of the speaker.
 type bgpAPI struct {

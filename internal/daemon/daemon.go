@@ -17,7 +17,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -28,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/anyedge/anyedge/bgp"
+	"github.com/anyedge/anyedge/bgp/announce"
 	"github.com/anyedge/anyedge/cluster"
 	"github.com/anyedge/anyedge/edge"
 	"github.com/anyedge/anyedge/edge/cps"
@@ -35,6 +35,7 @@ import (
 	"github.com/anyedge/anyedge/internal/admin"
 	"github.com/anyedge/anyedge/internal/config"
 	"github.com/anyedge/anyedge/internal/version"
+	"github.com/anyedge/anyedge/vip"
 )
 
 // shutdownTimeout bounds the graceful HTTP shutdown: an edgectl call in
@@ -78,18 +79,19 @@ type Daemon struct {
 	store *location.Memory
 	// The CPS limiter, when the config has a cps section.
 	cps *cps.Service
-	// The BGP speaker and its readiness gate, when the config has a bgp
-	// section; created by Run.
-	speaker      bgp.Speaker
-	announce     *announcer
-	stopAnnounce func() // stops the announcer and waits for it
+	// The BGP speaker, when the config has a bgp section; created by Run.
+	speaker bgp.Speaker
+	// The announcement controller (readiness, announcements, drain) and
+	// the VIP mover, created by Run; read by the cluster's event hook.
+	ctl          atomic.Pointer[announce.Controller]
+	mover        atomic.Pointer[vip.Mover]
+	vipRouter    vip.Router
+	newVIPRouter VIPRouterFactory
+	stopAnnounce func() // stops their loops and waits for them
 
 	sipStarted bool
 
-	drain    *drainState
-	gate     readyGate
-	stopping atomic.Bool    // shutdown has begun: not ready
-	bg       sync.WaitGroup // goroutines Run starts besides the node's
+	bg sync.WaitGroup // goroutines Run starts besides the node's
 }
 
 // Option sets an optional dependency of a Daemon.
@@ -112,6 +114,7 @@ func WithSignals(ch <-chan os.Signal) Option { return func(d *Daemon) { d.signal
 // cluster node. Nothing runs until Run.
 func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, version: version.Version, logOut: os.Stderr, newNode: newClusterNode, newSpeaker: newGoBGP}
+	d.newVIPRouter = newLinuxVIPRouter(d)
 	for _, o := range opts {
 		o(d)
 	}
@@ -125,11 +128,11 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 	// The cluster package names its own components in its log lines.
 	ccfg := cfg.Cluster
 	// A node drained before it stopped joins drained: it must not win a
-	// sharing tag in the moment before the flag is re-advertised.
-	if ccfg.StateDir != "" {
-		if _, err := os.Stat(filepath.Join(ccfg.StateDir, drainedFile)); err == nil {
-			ccfg.Drained = true
-		}
+	// sharing tag in the moment before the controller re-advertises it.
+	// An unreadable drain state refuses the start: unknown is not "not
+	// drained".
+	if ccfg.Drained, err = drainedAtStart(ccfg.StateDir); err != nil {
+		return nil, err
 	}
 	d.node, err = d.newNode(ccfg, d.log, reg)
 	if err != nil {
@@ -147,9 +150,8 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 func (d *Daemon) build() error {
 	cfg := d.cfg
 	var err error
-	d.drain, err = newDrainState(cfg.Cluster.StateDir, d.node, d.log)
-	if err != nil {
-		return err
+	if sn, ok := d.node.(subscriber); ok {
+		sn.Subscribe(d.onClusterEvent)
 	}
 	if cfg.CPS != nil {
 		if err := d.newCPS(); err != nil {
@@ -174,15 +176,8 @@ func (d *Daemon) build() error {
 	if cfg.BGP != nil && cfg.SIP == nil {
 		d.log.Warn("bgp without sip: the prefixes are announced while the cluster is synced, but no SIP listens here")
 	}
-	d.gate = readyGate{stopping: d.stopping.Load, drained: d.drain.Drained, caps: d.node.Caps}
-	if d.sip != nil {
-		d.gate.sipReady = d.sip.Ready
-	}
 	return nil
 }
-
-// Readiness reports whether the node should take traffic now, and why not.
-func (d *Daemon) Readiness() Readiness { return d.gate.check() }
 
 // NewLogger builds the daemon's logger from the log section.
 func NewLogger(w io.Writer, c config.LogConfig) *slog.Logger {
@@ -298,19 +293,11 @@ loop:
 	return errors.Join(runErr, d.shutdown(srv, stopNode, nodeErr))
 }
 
-// startModules starts what runs beside the node: the drain flag from a
-// previous run, the CPS service, the SIP edge, and the BGP speaker with
-// its readiness gate. Whatever it started is stopped by shutdown, also
+// startModules starts what runs beside the node: the CPS service, the
+// SIP edge, the BGP speaker, and the announcement controller and VIP
+// mover that drive it. Whatever it started is stopped by shutdown, also
 // when it fails half-way.
 func (d *Daemon) startModules(ctx context.Context) error {
-	if d.drain.Drained() {
-		// Tell the cluster once the node runs: SetDrained waits for it.
-		d.bg.Go(func() {
-			if err := d.drain.restore(); err != nil {
-				d.log.Warn("could not advertise the drain flag to the cluster", "err", err)
-			}
-		})
-	}
 	if d.cps != nil {
 		d.cps.Start(ctx)
 	}
@@ -321,20 +308,16 @@ func (d *Daemon) startModules(ctx context.Context) error {
 		}
 		d.sipStarted = true
 	}
+	var sp bgp.Speaker = &nopSpeaker{}
 	if d.cfg.BGP != nil {
-		sp, err := d.newSpeaker(*d.cfg.BGP, d.log.With("component", "bgp"), d.reg)
+		var err error
+		sp, err = d.newSpeaker(*d.cfg.BGP, d.log.With("component", "bgp"), d.reg)
 		if err != nil {
 			return fmt.Errorf("bgp: %w", err)
 		}
 		d.speaker = sp
-		d.announce = &announcer{sp: sp, advs: d.cfg.BGP.Advertisements(), ready: d.Readiness,
-			log: d.log.With("component", "bgp"), every: readyPoll}
-		actx, stop := context.WithCancel(ctx)
-		done := make(chan struct{})
-		d.stopAnnounce = func() { stop(); <-done }
-		go func() { defer close(done); d.announce.run(actx) }()
 	}
-	return nil
+	return d.startAnnounce(ctx, sp)
 }
 
 // adminOptions are the admin API's settings and the modules it serves:
@@ -348,7 +331,7 @@ func (d *Daemon) adminOptions() []admin.Option {
 			r := d.Readiness()
 			return r.Ready, r.Reasons
 		}),
-		admin.WithDrainer(d.drain),
+		admin.WithDrainer(drainer{d}),
 	}
 	if d.cps != nil {
 		opts = append(opts, admin.WithCPS(cpsAPI{d.cps}))
@@ -359,22 +342,23 @@ func (d *Daemon) adminOptions() []admin.Option {
 	return opts
 }
 
-// shutdown stops everything in the order that loses no traffic: the node
-// stops being ready and its prefixes are withdrawn first, so the routers
-// send new calls elsewhere; then the SIP edge closes; then the node leaves
-// the cluster; then the CPS service and the speaker stop (the routers get
-// a Cease); the admin API goes last. A blocking Start is waited for, so
-// that no goroutine outlives Run.
+// shutdown stops everything in the order that loses no traffic: every
+// path is withdrawn first, so the routers send new calls elsewhere, and
+// the transactions in flight get announce.shutdown_timeout to finish;
+// then the SIP edge closes; then the node leaves the cluster (its
+// partners take its sharing tags) and gives up its VIPs; then the CPS
+// service and the speaker stop (the routers get a Cease); the admin API
+// goes last. A blocking Start is waited for, so that no goroutine
+// outlives Run.
 func (d *Daemon) shutdown(srv *http.Server, stopNode context.CancelFunc, nodeErr <-chan error) error {
 	var errs []error
-	d.stopping.Store(true)
+	if c := d.ctl.Load(); c != nil {
+		if err := c.Shutdown(context.Background()); err != nil {
+			d.log.Warn("shutdown: closing with transactions in flight", "err", err)
+		}
+	}
 	if d.stopAnnounce != nil {
 		d.stopAnnounce()
-		if err := d.announce.withdraw(); err != nil {
-			errs = append(errs, fmt.Errorf("bgp: withdraw: %w", err))
-		} else {
-			d.log.Info("bgp: prefixes withdrawn for shutdown")
-		}
 	}
 	if d.sipStarted {
 		if err := d.sip.Close(); err != nil {
@@ -383,6 +367,17 @@ func (d *Daemon) shutdown(srv *http.Server, stopNode context.CancelFunc, nodeErr
 	}
 	if err := d.node.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("cluster: close: %w", err))
+	}
+	if m := d.mover.Load(); m != nil {
+		// The addresses would outlive the process and keep answering ARP.
+		if err := m.Release(); err != nil {
+			errs = append(errs, fmt.Errorf("vips: release: %w", err))
+		}
+	}
+	if d.vipRouter != nil {
+		if err := d.vipRouter.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("vips: close: %w", err))
+		}
 	}
 	// After the node: the service's goroutine may be waiting on a node
 	// that never ran, and Close of the node releases it.

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/anyedge/anyedge/bgp"
+	"github.com/anyedge/anyedge/bgp/announce"
 	"github.com/anyedge/anyedge/cluster"
 	"github.com/anyedge/anyedge/internal/admin"
 	"github.com/anyedge/anyedge/internal/config"
@@ -142,6 +143,7 @@ admin: {listen: "127.0.0.1:0", token: s3cret}
 cluster:
   node_id: 7
   region: test
+  seed: true
   key: 0123456789abcdef
   state_dir: STATE_DIR
 sip:
@@ -156,6 +158,9 @@ bgp:
   router_id: 198.18.0.1
   peers: [{address: 198.18.0.254, asn: 65000}]
   prefixes: [{prefix: 203.0.113.10/32}]
+announce:
+  hold_down: 200ms
+  drain: {prepend: 1, quiet: 200ms}
 `
 
 type modulesFixture struct {
@@ -271,9 +276,9 @@ func (f *modulesFixture) routes(t *testing.T) []admin.BGPRoute {
 
 // TestModulesWiring runs sip + cps + bgp on loopback with a fake cluster
 // node and a fake speaker: the CPS capability is registered before the
-// node starts, the prefixes are announced only while the node is ready,
-// drain withdraws them and survives a restart, and SIGTERM withdraws
-// before anything closes.
+// node starts, the prefixes are announced only while the node is ready
+// (through the announcement controller), drain shifts then withdraws them
+// and survives a restart, and SIGTERM withdraws before anything closes.
 func TestModulesWiring(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	state := t.TempDir()
@@ -281,8 +286,8 @@ func TestModulesWiring(t *testing.T) {
 
 	// The capability was registered, and the node is ready once it is
 	// synced and SIP listens.
-	if f.node.caps[0] != "cps" || f.node.subs != 1 {
-		t.Errorf("caps %v, subscriptions %d: want cps registered and subscribed", f.node.caps, f.node.subs)
+	if f.node.caps[0] != "cps" || f.node.subs != 2 {
+		t.Errorf("caps %v, subscriptions %d: want cps registered, cps and the controller subscribed", f.node.caps, f.node.subs)
 	}
 	eventually(t, "ready", func() bool { return f.readyz(t).Ready })
 	if !f.d.sip.Addr("udp").IsValid() {
@@ -312,43 +317,49 @@ func TestModulesWiring(t *testing.T) {
 	// A capability that is not synced takes the node out.
 	f.node.setCapState("syncing")
 	eventually(t, "withdrawn while syncing", func() bool { return len(f.routes(t)) == 0 })
-	if r := f.readyz(t); r.Ready || !slices.Equal(r.Reasons, []string{"cluster: capability cps is syncing"}) {
+	if r := f.readyz(t); r.Ready || !slices.Equal(r.Reasons, []string{"not_synced: cps"}) {
 		t.Errorf("readyz = %+v", r)
 	}
 	f.node.setCapState("synced")
-	eventually(t, "announced again", func() bool { return len(f.routes(t)) == 1 })
+	eventually(t, "announced again after the hold-down", func() bool { return len(f.routes(t)) == 1 })
 
-	// Drain: not ready, withdrawn, advertised to the cluster, saved.
+	// Drain: GRACEFUL_SHUTDOWN and the drain prepend first, withdrawn once
+	// no request has arrived for drain.quiet, then (nothing in flight)
+	// drained in the cluster; saved from the start.
 	if code := f.call(t, "POST", "/v1/drain", nil); code != 200 {
 		t.Fatalf("drain = %d", code)
 	}
-	if r := f.readyz(t); r.Ready || !slices.Equal(r.Reasons, []string{"drained"}) {
+	if r := f.readyz(t); r.Ready || !slices.Equal(r.Reasons, []string{"drained: shifting"}) {
 		t.Errorf("readyz after drain = %+v", r)
 	}
-	eventually(t, "withdrawn after drain", func() bool { return len(f.routes(t)) == 0 })
-	if got := f.node.drainCalls(); !slices.Equal(got, []bool{true}) {
-		t.Errorf("SetDrained calls %v, want [true]", got)
+	if st, err := announce.LoadState(filepath.Join(state, announce.StateFile)); err != nil || !st.Drained {
+		t.Errorf("drain state not saved: %+v %v", st, err)
 	}
-	if _, err := os.Stat(filepath.Join(state, "drained")); err != nil {
-		t.Errorf("drain flag not saved: %v", err)
+	if r := f.routes(t); len(r) != 1 || !slices.Equal(r[0].Communities, []string{"65535:0"}) || r[0].Prepend != 1 {
+		t.Errorf("routes while shifting = %+v, want the prefix with 65535:0 and prepend 1", r)
+	}
+	eventually(t, "withdrawn after drain", func() bool { return len(f.routes(t)) == 0 })
+	eventually(t, "drained in the cluster", func() bool { return slices.Equal(f.node.drainCalls(), []bool{true}) })
+	if r := f.readyz(t); r.Ready || !slices.Equal(r.Reasons, []string{"drained"}) {
+		t.Errorf("readyz once drained = %+v", r)
 	}
 	f.stop(t)
 
 	// The restart comes up drained, and tells the cluster.
 	f = startModules(t, state)
 	eventually(t, "drain advertised after restart", func() bool { return slices.Equal(f.node.drainCalls(), []bool{true}) })
-	if r := f.readyz(t); r.Ready || !slices.Contains(r.Reasons, "drained") {
+	if r := f.readyz(t); r.Ready || !slices.Equal(r.Reasons, []string{"drained"}) {
 		t.Errorf("readyz after restart = %+v, want drained", r)
 	}
-	if !strings.Contains(f.logs.String(), "starting drained") {
+	if !strings.Contains(f.logs.String(), "drained before it stopped") {
 		t.Errorf("restart drained without saying so:\n%s", f.logs)
 	}
 	if code := f.call(t, "POST", "/v1/undrain", nil); code != 200 {
 		t.Fatalf("undrain = %d", code)
 	}
 	eventually(t, "announced after undrain", func() bool { return len(f.routes(t)) == 1 })
-	if _, err := os.Stat(filepath.Join(state, "drained")); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("drain flag left after undrain: %v", err)
+	if st, err := announce.LoadState(filepath.Join(state, announce.StateFile)); err != nil || st.Drained {
+		t.Errorf("drain state after undrain: %+v %v", st, err)
 	}
 
 	// SIGTERM: withdraw first, then the node leaves, then the speaker
