@@ -23,7 +23,7 @@ import (
 )
 
 func TestBeforeNewDialogHook(t *testing.T) {
-	f := startServer(t, nil, WithHooks(Hooks{BeforeNewDialog: func(req *sip.Request) *sip.Response {
+	f := startServer(t, nil, WithHooks(Hooks{BeforeNewDialog: func(req *sip.Request, _ CallInfo) *sip.Response {
 		res := sip.NewResponseFromRequest(req, 503, "CPS Limit", nil)
 		res.AppendHeader(sip.NewHeader("Retry-After", "1"))
 		return res

@@ -53,6 +53,7 @@ type request struct {
 	src   netip.Addr
 	start time.Time
 	loop  uint32
+	user  string // the digest user, once authenticated
 }
 
 // onRequest is the transaction layer's handler: one call per new server

@@ -48,6 +48,7 @@ func (s *Server) authenticate(r *request, proxy bool) bool {
 	out := s.auth.check(r.req, r.req.Source(), proxy)
 	switch out.verdict {
 	case authOK:
+		r.user = out.user
 		return true
 	case authChallenge:
 		s.done(r)

@@ -44,7 +44,7 @@ func (s *Server) handleInitial(r *request) {
 		}
 	}
 	if req.IsInvite() && s.hooks.BeforeNewDialog != nil {
-		if res := s.hooks.BeforeNewDialog(req); res != nil {
+		if res := s.hooks.BeforeNewDialog(req, CallInfo{Source: r.src, AuthUser: r.user}); res != nil {
 			s.done(r)
 			_ = r.tx.Respond(res)
 			return

@@ -50,12 +50,22 @@ func init() {
 }
 
 // Hooks are the seams later features plug into. Every hook is optional.
+// CallInfo is what the server established about a new call's caller.
+type CallInfo struct {
+	// Source is the packet's source address.
+	Source netip.Addr
+	// AuthUser is the digest user that authenticated this request; empty
+	// when the request was not authenticated (trusted source, or a local
+	// call without auth.invite), so it can be trusted when set.
+	AuthUser string
+}
+
 type Hooks struct {
 	// BeforeNewDialog runs for every out-of-dialog INVITE after
 	// authentication and before it is routed. A non-nil response is sent
 	// instead of forwarding the call (the CPS limiter's 503 with
-	// Retry-After).
-	BeforeNewDialog func(req *sip.Request) *sip.Response
+	// Retry-After). info says what the server knows of the caller.
+	BeforeNewDialog func(req *sip.Request, info CallInfo) *sip.Response
 	// HomeAddr returns the SIP address ("host:port") of a cluster node.
 	// A binding whose Home is another node is reached by relaying the
 	// request to that node; without this hook such bindings are skipped.

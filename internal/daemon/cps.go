@@ -9,6 +9,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/anyedge/anyedge/edge"
 	"github.com/anyedge/anyedge/edge/cps"
 )
 
@@ -38,15 +39,6 @@ func (d *Daemon) newCPS() error {
 	if err := svc.Attach(cn); err != nil {
 		return err
 	}
-	for _, l := range d.cfg.CPS.Limits {
-		if l.Selector == cps.AuthUser {
-			// edge.Hooks.BeforeNewDialog gets the request only, not the
-			// user the server authenticated, so the key is always empty
-			// and keyed limits do not limit empty keys.
-			d.log.Warn("cps: auth_user limits do not limit anything yet: the SIP hook does not receive the authenticated user",
-				"limit", l.Name)
-		}
-	}
 	d.cps = svc
 	return nil
 }
@@ -54,12 +46,12 @@ func (d *Daemon) newCPS() error {
 // cpsHook is the SIP server's BeforeNewDialog hook: every initial INVITE
 // is checked against the limits, and a refused one is answered with the
 // limit's response (503 with Retry-After by default).
-func cpsHook(lim *cps.Limiter) func(*sip.Request) *sip.Response {
-	return func(req *sip.Request) *sip.Response {
+func cpsHook(lim *cps.Limiter) func(*sip.Request, edge.CallInfo) *sip.Response {
+	return func(req *sip.Request, info edge.CallInfo) *sip.Response {
 		if to := req.To(); to != nil && to.Params.Has("tag") {
 			return nil // in-dialog: never limited (the edge only calls us for initial requests)
 		}
-		dec := lim.Check(cpsRequest(req))
+		dec := lim.Check(cpsRequest(req, info))
 		if dec.Allowed {
 			return nil
 		}
@@ -72,13 +64,14 @@ func cpsHook(lim *cps.Limiter) func(*sip.Request) *sip.Response {
 	}
 }
 
-// cpsRequest is what a new call is limited by. AuthUser stays empty: the
-// hook does not receive the authenticated user, and the Proxy-Authorization
-// username is not proof of anything on the paths that skip authentication
-// (trusted sources, local calls without auth.invite).
-func cpsRequest(req *sip.Request) cps.Request {
-	var r cps.Request
-	if ap, err := netip.ParseAddrPort(req.Source()); err == nil {
+// cpsRequest is what a new call is limited by. The user is the one the
+// server authenticated, never the Proxy-Authorization username as sent
+// (unverified on paths that skip authentication).
+func cpsRequest(req *sip.Request, info edge.CallInfo) cps.Request {
+	r := cps.Request{AuthUser: info.AuthUser}
+	if info.Source.IsValid() {
+		r.SourceIP = info.Source.Unmap().String()
+	} else if ap, err := netip.ParseAddrPort(req.Source()); err == nil {
 		r.SourceIP = ap.Addr().Unmap().String()
 	}
 	if from := req.From(); from != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/anyedge/anyedge/edge"
 	"github.com/anyedge/anyedge/edge/cps"
 )
 
@@ -49,10 +50,10 @@ func newLimiter(t *testing.T, limits ...cps.LimitConfig) *cps.Limiter {
 
 func TestCPSHookRefusesOverTheLimit(t *testing.T) {
 	hook := cpsHook(newLimiter(t, cps.LimitConfig{Name: "platform", Rate: 1}))
-	if res := hook(invite(t, "192.0.2.1:5060", "example.com", "")); res != nil {
+	if res := hook(invite(t, "192.0.2.1:5060", "example.com", ""), edge.CallInfo{}); res != nil {
 		t.Fatalf("first call refused: %v", res)
 	}
-	res := hook(invite(t, "192.0.2.1:5060", "example.com", ""))
+	res := hook(invite(t, "192.0.2.1:5060", "example.com", ""), edge.CallInfo{})
 	if res == nil {
 		t.Fatal("second call in the same second passed a limit of 1/s")
 	}
@@ -66,7 +67,7 @@ func TestCPSHookRefusesOverTheLimit(t *testing.T) {
 		t.Errorf("the response does not answer the request")
 	}
 	// In-dialog requests are never limited, however busy the platform.
-	if res := hook(invite(t, "192.0.2.1:5060", "example.com", "b1")); res != nil {
+	if res := hook(invite(t, "192.0.2.1:5060", "example.com", "b1"), edge.CallInfo{}); res != nil {
 		t.Errorf("re-INVITE limited: %v", res)
 	}
 }
@@ -83,8 +84,8 @@ func TestCPSHookResponses(t *testing.T) {
 		{cps.ResponseConfig{Code: 503, RetryAfter: -1}, 503, "Service Unavailable", ""},
 	} {
 		hook := cpsHook(newLimiter(t, cps.LimitConfig{Name: "platform", Rate: 1, Response: tt.resp}))
-		hook(invite(t, "192.0.2.1:5060", "example.com", ""))
-		res := hook(invite(t, "192.0.2.1:5060", "example.com", ""))
+		hook(invite(t, "192.0.2.1:5060", "example.com", ""), edge.CallInfo{})
+		res := hook(invite(t, "192.0.2.1:5060", "example.com", ""), edge.CallInfo{})
 		if res == nil || res.StatusCode != tt.code || res.Reason != tt.reason {
 			t.Errorf("%+v: refused with %v", tt.resp, res)
 			continue
@@ -108,12 +109,12 @@ func TestCPSHookKeys(t *testing.T) {
 		cps.LimitConfig{Name: "per-domain", Rate: 100, Selector: cps.FromDomain},
 		cps.LimitConfig{Name: "per-user", Rate: 100, Selector: cps.AuthUser})
 	hook := cpsHook(lim)
-	hook(invite(t, "[::ffff:192.0.2.9]:5060", "Example.COM", ""))
-	hook(invite(t, "[2001:db8::9]:5062", "example.com", ""))
+	hook(invite(t, "[::ffff:192.0.2.9]:5060", "Example.COM", ""), edge.CallInfo{})
+	hook(invite(t, "[2001:db8::9]:5062", "example.com", ""), edge.CallInfo{AuthUser: "alice"})
 	for limit, want := range map[string]string{
 		"per-ip":     "192.0.2.9 2001:db8::9",
 		"per-domain": "example.com",
-		"per-user":   "", // the hook does not receive the authenticated user
+		"per-user":   "alice", // only the user the server authenticated
 	} {
 		top, err := lim.Top(limit, 10)
 		if err != nil {
