@@ -481,14 +481,14 @@ func TestSyncStartsWithoutWaitingForLSARefresh(t *testing.T) {
 		var late bool
 		select {
 		case <-synced:
-		case <-time.After(2 * time.Second):
+		case <-time.After(5 * time.Second): // well under the 10 s LSA refresh it guards against
 			late = true
 		}
 		close(stop)
 		busy.Wait()
 		n.Close()
 		if late {
-			t.Fatalf("join %d: not synced after 2 s (a 100-record sync takes milliseconds)", i+1)
+			t.Fatalf("join %d: not synced after 5 s (a 100-record sync takes milliseconds; the LSA refresh is 10 s)", i+1)
 		}
 	}
 }
