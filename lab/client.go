@@ -106,6 +106,9 @@ func (p *Prober) run(interval time.Duration) {
 	}
 }
 
+// LocalPort is the probes' source port (it picks their ECMP path).
+func (p *Prober) LocalPort() int { return p.pc.LocalAddr().(*net.UDPAddr).Port }
+
 // Stop ends the probing and returns every sample.
 func (p *Prober) Stop() []Sample {
 	close(p.stop)

@@ -61,6 +61,14 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 	return nil
 }
 
+// ServedBy is the edge that region r's router sends the client's UDP flow
+// from port sport to the anycast SIP port to (the ECMP choice), or nil
+// when the route leaves the region.
+func (l *Lab) ServedBy(r *RegionPlan, sport int) *Edge {
+	name := l.servedBy(r, sport)
+	return l.Edges[name]
+}
+
 // servedBy names the edge the router of r sends the client's UDP flow
 // from port sport to the anycast address to (the ECMP choice).
 func (l *Lab) servedBy(r *RegionPlan, sport int) string {

@@ -82,9 +82,14 @@ func (l *Lab) edgedConfig(e *EdgePlan) Config {
 		"admin":   map[string]any{"listen": AdminAddr},
 		"cluster": cl,
 		"sip": map[string]any{
+			// The node's own address first: requests the edge sends (to
+			// contacts, upstreams) leave from it, so their responses come
+			// back to this node rather than to whichever edge the anycast
+			// route picks (relaying a response to the node that owns its
+			// transaction is not implemented yet).
 			"listeners": []map[string]any{
-				{"transport": "udp", "addr": fmt.Sprintf("%s:%d", Anycast, SIPPort)},
 				{"transport": "udp", "addr": fmt.Sprintf("%s:%d", e.Addr, SIPPort)},
+				{"transport": "udp", "addr": fmt.Sprintf("%s:%d", Anycast, SIPPort)},
 				{"transport": "udp", "addr": fmt.Sprintf("%s:%d", r.VIPL2, SIPPort)},
 				{"transport": "udp", "addr": fmt.Sprintf("%s:%d", r.VIPL3, SIPPort)},
 			},
@@ -114,6 +119,16 @@ func (l *Lab) edgedConfig(e *EdgePlan) Config {
 				},
 			}},
 			"prefixes": []map[string]any{{"prefix": Anycast + "/32"}},
+		},
+		"announce": map[string]any{
+			"hold_down": "3s",
+			// The routers honour GRACEFUL_SHUTDOWN; the prepend shows the
+			// knob (and covers routers that do not).
+			"drain": map[string]any{"prepend": 1, "quiet": "2s"},
+		},
+		"vips": []map[string]any{
+			{"tag": r.VIPTag(), "address": r.VIPL2.String() + "/32", "mode": "l2", "interface": "lan0"},
+			{"tag": r.VIPL3Tag(), "address": r.VIPL3.String() + "/32", "mode": "l3"},
 		},
 	}
 }
