@@ -1,0 +1,260 @@
+package geo
+
+import (
+	"github.com/anyedge/anyedge/cluster"
+	"github.com/anyedge/anyedge/cluster/wire"
+)
+
+// Capabilities returns the service's two cluster capabilities; register
+// both on the node before it starts:
+//
+//   - geo.meta: AoR→home metadata on every node. Synced from any synced
+//     node (the cluster's seed rule applies), repaired by anti-entropy.
+//   - geo.bind.<region> (geo.bind with cross-region replication): the
+//     full bindings of the region, on every node of the region. Donors are
+//     restricted to the region, and a donor sends only what the asking
+//     node's region holds.
+//
+// Both merge with the same rule (newest registration wins, by registration
+// time, CSeq, node id), so snapshot records and held updates may be applied
+// twice or late.
+func (s *Service) Capabilities() []cluster.Capability {
+	meta := cluster.Capability{
+		Name:      MetaCap,
+		NeedsSync: true,
+		Handle:    s.handleMeta,
+		Snapshot:  func() cluster.SnapshotReader { return s.reader(recMeta, 0, len(s.st.shards)) },
+		Apply:     func(from uint32, recs [][]byte) { s.apply(MetaCap, recs) },
+		Digest:    func() []uint64 { return s.digest(recMeta) },
+		Bucket:    func(i int) cluster.SnapshotReader { return s.reader(recMeta, i, i+1) },
+	}
+	bind := cluster.Capability{
+		Name:      s.bindCap,
+		NeedsSync: true,
+		Handle:    s.handleBind,
+		SnapshotFor: func(to cluster.NodeMeta) cluster.SnapshotReader {
+			if !s.cfg.ReplicateContactsCrossRegion && to.Region != s.region {
+				return s.reader(recBind, 0, 0)
+			}
+			return s.reader(recBind, 0, len(s.st.shards))
+		},
+		Donors: func(m cluster.NodeMeta) bool {
+			return s.cfg.ReplicateContactsCrossRegion || m.Region == s.region
+		},
+		Apply:  func(from uint32, recs [][]byte) { s.apply(s.bindCap, recs) },
+		Digest: func() []uint64 { return s.digest(recBind) },
+		Bucket: func(i int) cluster.SnapshotReader { return s.reader(recBind, i, i+1) },
+	}
+	return []cluster.Capability{meta, bind}
+}
+
+func capLabel(name string) string {
+	if name == MetaCap {
+		return "meta"
+	}
+	return "bind"
+}
+
+func (s *Service) handleBind(from uint32, typ cluster.MsgType, body []byte) {
+	switch typ {
+	case msgUpdate:
+		h, err := decodeFrame(body)
+		if err != nil {
+			s.m.bad.WithLabelValues("bind").Inc()
+			return
+		}
+		s.m.received.WithLabelValues("bind", "update").Inc()
+		s.merge("bind", h.recs)
+		s.observeLag("bind", h.stamp)
+		if h.batch != 0 {
+			s.out.ack(from, h.batch)
+		}
+	case msgAck:
+		r := wire.Reader{B: body}
+		id := r.U64()
+		if r.Err != nil {
+			s.m.bad.WithLabelValues("bind").Inc()
+			return
+		}
+		s.m.received.WithLabelValues("bind", "ack").Inc()
+		s.out.acked(id)
+	default:
+		return // a newer peer's message type
+	}
+	s.flushInline()
+}
+
+func (s *Service) handleMeta(from uint32, typ cluster.MsgType, body []byte) {
+	if typ != msgUpdate {
+		return
+	}
+	h, err := decodeFrame(body)
+	if err != nil {
+		s.m.bad.WithLabelValues("meta").Inc()
+		return
+	}
+	s.m.received.WithLabelValues("meta", "update").Inc()
+	s.merge("meta", h.recs)
+	s.observeLag("meta", h.stamp)
+	s.flushInline()
+}
+
+func (s *Service) observeLag(label string, stamp int64) {
+	if stamp == 0 {
+		return
+	}
+	if d := s.now() - stamp; d >= 0 {
+		s.m.lag.WithLabelValues(label).Observe(float64(d) / 1e9)
+	}
+}
+
+// apply takes snapshot chunks and anti-entropy deltas. Once the capability
+// is synced, only anti-entropy calls it: what it changes is a repair.
+func (s *Service) apply(capName string, recs [][]byte) {
+	synced := s.metaSynced.Load()
+	if capName != MetaCap {
+		synced = s.bindSynced.Load()
+	}
+	n := s.merge(capLabel(capName), recs)
+	if synced && n > 0 {
+		s.m.repairs.WithLabelValues(capLabel(capName)).Add(float64(n))
+	}
+	s.flushInline()
+}
+
+// merge applies records and returns how many changed something.
+// Consecutive records of one AoR (a metadata row: the old home dead and
+// the new one live) are merged under one hold of its lock, so a lookup
+// never sees half of them. A record about this node's own bindings (a
+// restored snapshot, a tombstone written on its behalf) makes it
+// republish its metadata if that no longer matches.
+func (s *Service) merge(label string, recs [][]byte) int {
+	now := s.now()
+	changed := 0
+	var sh *shard
+	var st *aorState
+	mine := false
+	done := func() {
+		if sh == nil {
+			return
+		}
+		if mine && s.Synced() {
+			out := s.publishHome(sh, st, version{T: st.stamp(s.self, now), Node: s.self}, now, nil, false)
+			s.out.add(now, out...)
+		}
+		s.st.reschedule(sh, st)
+		sh.mu.Unlock()
+		sh, st, mine = nil, nil, false
+	}
+	for _, raw := range recs {
+		d, err := decodeRecord(raw)
+		if err != nil {
+			s.m.bad.WithLabelValues(label).Inc()
+			continue
+		}
+		if d.kind == recBind && !s.cfg.ReplicateContactsCrossRegion && label == "meta" {
+			continue // bindings never travel on the metadata capability
+		}
+		if st == nil || st.aor != d.aor {
+			done()
+			sh = s.st.shard(d.aor)
+			sh.mu.Lock()
+			if st = sh.state(d.aor, false); st == nil {
+				// The key outlives the record: don't pin the record's bytes.
+				st = sh.state(cloneString(d.aor), true)
+			}
+		}
+		var ok bool
+		switch d.kind {
+		case recBind:
+			ok = s.st.mergeBind(sh, st, d.b, now)
+			mine = mine || (ok && d.b.home == s.self)
+		case recMeta:
+			ok = s.st.mergeMeta(sh, st, d.m, now)
+			mine = mine || (ok && d.m.home == s.self)
+		}
+		if ok {
+			changed++
+		}
+	}
+	done()
+	return changed
+}
+
+func (s *Service) digest(kind uint8) []uint64 {
+	d := make([]uint64, len(s.st.shards))
+	for i := range s.st.shards {
+		sh := &s.st.shards[i]
+		sh.mu.Lock()
+		if kind == recBind {
+			d[i] = sh.bdig
+		} else {
+			d[i] = sh.mdig
+		}
+		sh.mu.Unlock()
+	}
+	return d
+}
+
+// snapReader streams the records of shards [next, end), one shard encoded
+// at a time, so memory stays bounded by the largest shard.
+type snapReader struct {
+	s       *Service
+	kind    uint8
+	next    int
+	end     int
+	pending [][]byte
+}
+
+func (s *Service) reader(kind uint8, from, to int) *snapReader {
+	if from < 0 || to > len(s.st.shards) || from > to {
+		from, to = 0, 0
+	}
+	return &snapReader{s: s, kind: kind, next: from, end: to}
+}
+
+func (r *snapReader) Next(dst [][]byte, maxBytes int) ([][]byte, bool) {
+	n := 0
+	for n < maxBytes {
+		if len(r.pending) == 0 {
+			if r.next >= r.end {
+				return dst, true
+			}
+			r.pending = r.s.encodeShard(r.next, r.kind)
+			r.next++
+			continue
+		}
+		dst = append(dst, r.pending[0])
+		n += len(r.pending[0])
+		r.pending = r.pending[1:]
+	}
+	return dst, len(r.pending) == 0 && r.next >= r.end
+}
+
+func (s *Service) encodeShard(i int, kind uint8) [][]byte {
+	sh := &s.st.shards[i]
+	var w wire.Writer
+	var ends []int
+	sh.mu.Lock()
+	for _, st := range sh.sorted() {
+		if kind == recBind {
+			for j := range st.binds {
+				encodeBind(&w, st.aor, &st.binds[j])
+				ends = append(ends, len(w.B))
+			}
+		} else {
+			for j := range st.metas {
+				encodeMeta(&w, st.aor, &st.metas[j])
+				ends = append(ends, len(w.B))
+			}
+		}
+	}
+	sh.mu.Unlock()
+	out := make([][]byte, len(ends))
+	start := 0
+	for k, e := range ends {
+		out[k] = w.B[start:e:e]
+		start = e
+	}
+	return out
+}
