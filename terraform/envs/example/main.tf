@@ -90,7 +90,7 @@ resource "terraform_data" "inventory" {
   provisioner "local-exec" {
     command = "mkdir -p \"$(dirname \"$INVENTORY_PATH\")\" && printf '%s' \"$INVENTORY\" > \"$INVENTORY_PATH\""
     environment = {
-      INVENTORY      = "# Written by terraform (terraform/envs/example); do not edit.\n${module.inventory.inventory_yaml}"
+      INVENTORY      = "# Written by terraform (terraform/envs/example); do not edit.\n---\n${module.inventory.inventory_yaml}"
       INVENTORY_PATH = var.inventory_path
     }
   }
