@@ -8,7 +8,7 @@ export PATH := $(PATH):/usr/local/go/bin
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/anyedge/anyedge/internal/version.Version=$(VERSION)
 
-.PHONY: all build deps test e2e bench lab lab-down fuzz clean
+.PHONY: all build deps test e2e bench bench-sip lab lab-down fuzz clean
 
 all: build
 
@@ -35,8 +35,14 @@ e2e:
 		echo "no e2e/ directory: skipping end-to-end tests"; \
 	fi
 
-bench:
+bench: bench-sip
 	go test -run '^$$' -bench . -benchmem ./...
+
+# SIP figures on loopback: edged against Kamailio with SIPp (needs sipp and
+# kamailio: make deps). About 30 minutes; docs/BENCHMARKS.md says how to
+# read the results. SIPBENCH_FLAGS passes flags, e.g. SIPBENCH_FLAGS='-runs 1'.
+bench-sip: build
+	go run ./bench/sipbench -edged bin/edged $(SIPBENCH_FLAGS)
 
 lab:
 	scripts/lab.sh up
