@@ -54,6 +54,7 @@ type request struct {
 	start time.Time
 	loop  uint32
 	user  string // the digest user, once authenticated
+	relay bool   // relayed by a cluster peer: local bindings only
 }
 
 // onRequest is the transaction layer's handler: one call per new server

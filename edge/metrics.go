@@ -22,6 +22,7 @@ type metrics struct {
 	panics    prometheus.Counter
 	denied    *prometheus.CounterVec
 	failovers prometheus.Counter
+	relayed   prometheus.Counter
 	duration  *prometheus.HistogramVec
 }
 
@@ -72,6 +73,10 @@ func newMetrics(reg prometheus.Registerer, store location.Store) *metrics {
 			Name: "anyedge_sip_upstream_failovers_total",
 			Help: "Requests that moved on to another upstream after a timeout, transport error or 503.",
 		}),
+		relayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "anyedge_sip_relayed_requests_total",
+			Help: "Request branches relayed to the home node of a binding (user-facing location).",
+		}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "anyedge_sip_request_duration_seconds",
 			Help:    "Time from receiving a request to answering it locally or handing it to the proxy (routing, auth, location lookup).",
@@ -83,7 +88,7 @@ func newMetrics(reg prometheus.Registerer, store location.Store) *metrics {
 		Help: "Contact bindings currently stored in the location store.",
 	}, func() float64 { return float64(store.Len()) })
 	reg.MustRegister(m.requests, m.responses, m.inflight, m.authFail, m.malformed, m.panics,
-		m.denied, m.failovers, m.duration, bindings)
+		m.denied, m.failovers, m.relayed, m.duration, bindings)
 	return m
 }
 

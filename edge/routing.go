@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"strconv"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -26,7 +27,8 @@ import (
 //     an edge is never an open relay.
 func (s *Server) handleInitial(r *request) {
 	req := r.req
-	trusted := s.isTrusted(r.src)
+	r.relay = req.GetHeader(RelayHeader) != nil && s.hooks.RelayPeer != nil && s.hooks.RelayPeer(r.src)
+	trusted := r.relay || s.isTrusted(r.src)
 	local := req.Recipient.User != "" && !strings.EqualFold(req.Recipient.Scheme, "tel") && s.isLocalDomain(req.Recipient.Host)
 	authed := false
 	if !trusted && s.auth != nil && (s.cfg.Auth.inviteAuth() || !local) {
@@ -80,7 +82,13 @@ func (s *Server) registeredSource(r *request) bool {
 func (s *Server) routeLocal(r *request) {
 	req := r.req
 	aor := aorOf(req.Recipient)
-	bs, err := s.store.Lookup(r.ctx, aor)
+	var bs []location.Binding
+	var err error
+	if ll, ok := s.store.(LocalLookup); ok && r.relay {
+		bs, err = ll.LookupLocal(r.ctx, aor)
+	} else {
+		bs, err = s.store.Lookup(r.ctx, aor)
+	}
 	if err != nil {
 		s.done(r)
 		if errors.Is(err, location.ErrUnavailable) {
@@ -103,7 +111,7 @@ func (s *Server) routeLocal(r *request) {
 		r.tx.reply(sip.StatusNotFound, "Not Found")
 		return
 	}
-	groups := s.bindingGroups(bs)
+	groups := s.bindingGroups(bs, req.Recipient, r.relay)
 	if len(groups) == 0 {
 		s.done(r)
 		r.tx.reply(sip.StatusTemporarilyUnavailable, "Temporarily Unavailable")
@@ -124,11 +132,14 @@ func (s *Server) routeLocal(r *request) {
 // bindingGroups turns bindings into proxy targets, forked in parallel (one
 // group) or serially by q (one group per q-value, highest first; the store
 // returns them sorted).
-func (s *Server) bindingGroups(bs []location.Binding) [][]proxy.Target {
+func (s *Server) bindingGroups(bs []location.Binding, ruri sip.Uri, relayed bool) [][]proxy.Target {
 	var groups [][]proxy.Target
 	lastQ := -1
 	for _, b := range bs {
-		t, ok := s.bindingTarget(b)
+		if relayed && b.Home != 0 && b.Home != s.node {
+			continue // never relay twice
+		}
+		t, ok := s.bindingTarget(b, ruri)
 		if !ok {
 			continue
 		}
@@ -144,15 +155,11 @@ func (s *Server) bindingGroups(bs []location.Binding) [][]proxy.Target {
 // bindingTarget is where a request for one binding goes. A NATed contact
 // is reached at its received address over the listener and transport its
 // REGISTER used; the Contact stays the Request-URI.
-func (s *Server) bindingTarget(b location.Binding) (proxy.Target, bool) {
-	var uri sip.Uri
-	if err := parseContact(b.Contact, &uri); err != nil {
-		s.log.Warn("unusable contact in location store", "aor", b.AoR, "contact", b.Contact, "error", err)
-		return proxy.Target{}, false
-	}
+func (s *Server) bindingTarget(b location.Binding, ruri sip.Uri) (proxy.Target, bool) {
 	if b.Home != 0 && b.Home != s.node {
-		// Homed on another node: relay there, which reaches the UA over
-		// its NAT binding.
+		// Homed on another node: relay there with the Request-URI as it
+		// is and a relay mark; the home looks up its own bindings and
+		// reaches the UA over its NAT binding.
 		if s.hooks.HomeAddr == nil {
 			return proxy.Target{}, false
 		}
@@ -164,7 +171,14 @@ func (s *Server) bindingTarget(b location.Binding) (proxy.Target, bool) {
 		if sock == nil {
 			return proxy.Target{}, false
 		}
-		return proxy.Target{URI: uri, Dest: addr, Socket: sock.ps}, true
+		s.m.relayed.Inc()
+		mark := sip.NewHeader(RelayHeader, strconv.FormatUint(uint64(s.node), 10))
+		return proxy.Target{URI: *ruri.Clone(), Dest: addr, Socket: sock.ps, Headers: []sip.Header{mark}}, true
+	}
+	var uri sip.Uri
+	if err := parseContact(b.Contact, &uri); err != nil {
+		s.log.Warn("unusable contact in location store", "aor", b.AoR, "contact", b.Contact, "error", err)
+		return proxy.Target{}, false
 	}
 	route := nat.RouteFor(b)
 	sock := s.socketByName(route.Socket)

@@ -70,6 +70,22 @@ type Hooks struct {
 	// A binding whose Home is another node is reached by relaying the
 	// request to that node; without this hook such bindings are skipped.
 	HomeAddr func(node uint32) (string, bool)
+	// RelayPeer reports whether src is another node of the cluster. Only
+	// a peer's relay mark is believed: such a request was authenticated
+	// by the node that relayed it, is served from local bindings only and
+	// is never relayed again (no loops between nodes).
+	RelayPeer func(src netip.Addr) bool
+}
+
+// RelayHeader marks a request that a node relayed to a binding's home
+// node; its value is the relaying node's id.
+const RelayHeader = "X-Anyedge-Relay"
+
+// LocalLookup is a store that can answer from this node's own bindings
+// (home and served replicas) only, as a relayed request needs. geo's
+// user-facing store is one.
+type LocalLookup interface {
+	LookupLocal(ctx context.Context, aor string) ([]location.Binding, error)
 }
 
 // Server is one edge node's SIP server.

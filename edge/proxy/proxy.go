@@ -103,6 +103,9 @@ type Target struct {
 	// RRParams are added to our Record-Route for this branch only (the
 	// callee's NAT flow).
 	RRParams sip.HeaderParams
+	// Headers replace same-named headers on this branch only (the relay
+	// mark for a request sent on to a binding's home node).
+	Headers []sip.Header
 }
 
 // Plan says how one request is forwarded.
@@ -200,6 +203,10 @@ func (p *Proxy) prepare(req *sip.Request, t Target, plan Plan, branch string) *s
 		} else {
 			out.PrependHeader(t.Socket.RecordRoute(params))
 		}
+	}
+	for _, h := range t.Headers {
+		out.RemoveHeader(h.Name())
+		out.AppendHeader(h)
 	}
 	out.PrependHeader(t.Socket.Via(branch))
 	p.address(out, t.Socket, t.Dest)
