@@ -36,19 +36,26 @@ type Sample struct {
 }
 
 // Prober sends SIP OPTIONS from one UDP socket (one flow: one ECMP path)
-// at a steady interval and records which were answered.
+// at a steady interval and records which were answered within the
+// timeout. Sending and receiving run apart, so a slow answer on a loaded
+// machine is not mistaken for a lost one.
 type Prober struct {
-	pc   net.PacketConn
-	dst  *net.UDPAddr
-	stop chan struct{}
-	done chan struct{}
+	pc      net.PacketConn
+	dst     *net.UDPAddr
+	timeout time.Duration
+	tag     string
+	stop    chan struct{}
+	done    chan struct{}
 
-	mu      sync.Mutex
-	samples []Sample
+	mu    sync.Mutex
+	sent  []time.Time       // by sequence number - 1
+	reply map[int]time.Time // sequence number -> when answered
 }
 
-// Probe starts probing dst ("ip:port") every interval; a probe counts as
-// lost when no 200 arrives within the interval.
+// ProbeTimeout is how long a probe waits for its 200.
+const ProbeTimeout = 250 * time.Millisecond
+
+// Probe starts probing dst ("ip:port") every interval.
 func (c *Client) Probe(dst string, interval time.Duration) (*Prober, error) {
 	ua, err := net.ResolveUDPAddr("udp4", dst)
 	if err != nil {
@@ -58,46 +65,32 @@ func (c *Client) Probe(dst string, interval time.Duration) (*Prober, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Prober{pc: pc, dst: ua, stop: make(chan struct{}), done: make(chan struct{})}
-	go p.run(interval)
+	p := &Prober{pc: pc, dst: ua, timeout: ProbeTimeout, tag: randHex(4),
+		stop: make(chan struct{}), done: make(chan struct{}), reply: map[int]time.Time{}}
+	go p.receive()
+	go p.send(interval)
 	return p, nil
 }
 
-func (p *Prober) run(interval time.Duration) {
+func (p *Prober) send(interval time.Duration) {
 	defer close(p.done)
 	local := p.pc.LocalAddr().(*net.UDPAddr)
-	tag := randHex(4)
-	buf := make([]byte, 4096)
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for seq := 1; ; seq++ {
-		branch := fmt.Sprintf("z9hG4bK-probe-%s-%d", tag, seq)
 		msg := fmt.Sprintf("OPTIONS sip:%s SIP/2.0\r\n"+
-			"Via: SIP/2.0/UDP %s;branch=%s;rport\r\n"+
+			"Via: SIP/2.0/UDP %s;branch=z9hG4bK-probe-%s-%d;rport\r\n"+
 			"Max-Forwards: 70\r\n"+
 			"From: <sip:probe@%s>;tag=%s\r\n"+
 			"To: <sip:%s>\r\n"+
 			"Call-ID: probe-%s-%d\r\n"+
 			"CSeq: %d OPTIONS\r\n"+
 			"Content-Length: 0\r\n\r\n",
-			p.dst, local, branch, Domain, tag, p.dst, tag, seq, seq)
-		at := time.Now()
-		ok := false
-		if _, err := p.pc.WriteTo([]byte(msg), p.dst); err == nil {
-			deadline := at.Add(interval)
-			for !ok {
-				_ = p.pc.SetReadDeadline(deadline)
-				n, _, err := p.pc.ReadFrom(buf)
-				if err != nil {
-					break
-				}
-				r := buf[:n]
-				ok = bytes.HasPrefix(r, []byte("SIP/2.0 200")) && bytes.Contains(r, []byte(branch))
-			}
-		}
+			p.dst, local, p.tag, seq, Domain, p.tag, p.dst, p.tag, seq, seq)
 		p.mu.Lock()
-		p.samples = append(p.samples, Sample{At: at, OK: ok})
+		p.sent = append(p.sent, time.Now())
 		p.mu.Unlock()
+		_, _ = p.pc.WriteTo([]byte(msg), p.dst)
 		select {
 		case <-p.stop:
 			return
@@ -106,59 +99,119 @@ func (p *Prober) run(interval time.Duration) {
 	}
 }
 
-// LocalPort is the probes' source port (it picks their ECMP path).
-func (p *Prober) LocalPort() int { return p.pc.LocalAddr().(*net.UDPAddr).Port }
+func (p *Prober) receive() {
+	buf := make([]byte, 4096)
+	prefix := []byte("branch=z9hG4bK-probe-" + p.tag + "-")
+	for {
+		n, _, err := p.pc.ReadFrom(buf)
+		if err != nil {
+			return // closed by Stop
+		}
+		at := time.Now()
+		r := buf[:n]
+		if !bytes.HasPrefix(r, []byte("SIP/2.0 200")) {
+			continue
+		}
+		i := bytes.Index(r, prefix)
+		if i < 0 {
+			continue
+		}
+		rest := r[i+len(prefix):]
+		j := bytes.IndexAny(rest, ";\r\n ")
+		if j < 0 {
+			continue
+		}
+		seq, err := strconv.Atoi(string(rest[:j]))
+		if err != nil {
+			continue
+		}
+		p.mu.Lock()
+		if _, dup := p.reply[seq]; !dup {
+			p.reply[seq] = at
+		}
+		p.mu.Unlock()
+	}
+}
 
-// Stop ends the probing and returns every sample.
+// Stop ends the probing, waits out the last probes' timeout and returns
+// every sample.
 func (p *Prober) Stop() []Sample {
 	close(p.stop)
 	<-p.done
+	time.Sleep(p.timeout) // the last probes' answers, if any, arrive meanwhile
+	s := p.Samples()
 	p.pc.Close()
-	return p.Samples()
+	return s
 }
 
-// Samples returns the samples so far.
+// Samples returns the probes whose fate is known: answered, or older than
+// the timeout.
 func (p *Prober) Samples() []Sample {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]Sample(nil), p.samples...)
+	now := time.Now()
+	var out []Sample
+	for i, at := range p.sent {
+		r, ok := p.reply[i+1]
+		answered := ok && r.Sub(at) <= p.timeout
+		if !answered && now.Sub(at) < p.timeout {
+			break // still pending
+		}
+		out = append(out, Sample{At: at, OK: answered})
+	}
+	return out
 }
 
-// OKSince reports whether the last probe sent at or after t succeeded.
+// LocalPort is the probes' source port (it picks their ECMP path).
+func (p *Prober) LocalPort() int { return p.pc.LocalAddr().(*net.UDPAddr).Port }
+
+// OKSince reports whether a probe sent at or after t was answered.
 func (p *Prober) OKSince(t time.Time) bool {
-	s := p.Samples()
-	return len(s) > 0 && !s[len(s)-1].At.Before(t) && s[len(s)-1].OK
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, at := range p.sent {
+		if !at.Before(t) {
+			if r, ok := p.reply[i+1]; ok && r.Sub(at) <= p.timeout {
+				return true
+			}
+		}
+	}
+	return false
 }
 
-// Outage measures the loss window around an event at t: from the last
-// answered probe before the first lost one sent at or after t, to the
-// next answered probe. It returns 0 and 0 lost when no probe after t was
-// lost, and an error when service never came back.
+// Outage measures the loss window around an event at t: among the runs
+// of unanswered probes sent after t, the longest time from the first
+// probe of a run to the next answered probe, and the number of probes
+// lost in that run. A scheduler stall of the prober itself (no probe
+// sent, none lost) is not counted. It returns 0, 0 when nothing was lost,
+// and fails when no probe sent after t was answered.
 func Outage(samples []Sample, t time.Time) (window time.Duration, lost int, err error) {
-	first := -1
-	for i, s := range samples {
-		if !s.At.Before(t) && !s.OK {
-			first = i
-			break
+	var first time.Time // first lost probe of the current run
+	run := 0
+	answered := false
+	for _, s := range samples {
+		if s.At.Before(t) {
+			continue
 		}
-	}
-	if first < 0 {
-		return 0, 0, nil
-	}
-	lastOK := t
-	for i := first - 1; i >= 0; i-- {
-		if samples[i].OK {
-			lastOK = samples[i].At
-			break
+		if !s.OK {
+			if run == 0 {
+				first = s.At
+			}
+			run++
+			continue
 		}
-	}
-	for i := first; i < len(samples); i++ {
-		if samples[i].OK {
-			return samples[i].At.Sub(lastOK), lost, nil
+		answered = true
+		if run > 0 {
+			if w := s.At.Sub(first); w > window {
+				window, lost = w, run
+			}
 		}
-		lost++
+		run = 0
 	}
-	return 0, lost, errors.New("no probe was answered after the outage began")
+	if !answered {
+		return 0, 0, errors.New("no probe sent after the event was answered")
+	}
+	return window, lost, nil
 }
 
 // SIPpResult is a finished SIPp run.
@@ -192,6 +245,9 @@ func (c *Client) StartSIPp(ctx context.Context, scenario, remote string, args ..
 		"-key", "domain", Domain,
 		"-trace_err", "-error_file", filepath.Join(dir, tag+"-errors.log"),
 		"-trace_stat", "-stf", filepath.Join(dir, tag+"-stat.csv"),
+		// A loaded machine trips SIPp's scheduling watchdog, which would
+		// end the run: count, do not abort.
+		"-watchdog_minor_maxtriggers", "100000", "-watchdog_major_maxtriggers", "100000",
 	}
 	base = append(base, args...)
 	if remote != "" {
@@ -222,6 +278,13 @@ func (s *SIPp) Wait() error {
 	return fmt.Errorf("sipp %s: %w\n%s\n%s", s.name, s.err, tailString(s.out.String(), 1500), tailString(string(errs), 2000))
 }
 
+// ErrorLog is SIPp's error file (-trace_err): one "Dead call" entry per
+// failed call, with the scenario index it failed at.
+func (s *SIPp) ErrorLog() string {
+	b, _ := os.ReadFile(filepath.Join(s.dir, s.name+"-errors.log"))
+	return string(b)
+}
+
 // Done is closed when SIPp exits.
 func (s *SIPp) Done() <-chan struct{} { return s.done }
 
@@ -234,6 +297,18 @@ func (s *SIPp) Output() string {
 // Interrupt asks SIPp to stop (SIGUSR1: stop placing calls, finish the
 // calls in progress, then exit).
 func (s *SIPp) Interrupt() error { return s.cmd.Process.Signal(os.Signal(sigusr1)) }
+
+// Stop ends SIPp at once (SIGINT, as its 'q' key), killing it if it has
+// not exited 5 s later, and waits for it.
+func (s *SIPp) Stop() {
+	_ = s.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+}
 
 // RunSIPp runs a SIPp scenario to completion.
 func (c *Client) RunSIPp(ctx context.Context, scenario, remote string, args ...string) error {

@@ -179,8 +179,10 @@ namespace, so edgectl needs no flags there. Try:
 
   ip netns exec %[2]s %[3]s cluster nodes          # the cluster from %[4]s
   ip netns exec %[2]s %[3]s cluster tags           # who owns each VIP tag
-  ip netns exec %[2]s %[3]s bgp peers              # %[4]s's session with its router
-  ip netns exec %[2]s %[3]s drain                  # GRACEFUL_SHUTDOWN, withdraw, hand tags over
+  ip netns exec %[2]s %[3]s ready                  # readiness, and why not
+  ip netns exec %[2]s %[3]s bgp peers              # %[4]s's session with its router (BGP, BFD)
+  ip netns exec %[2]s %[3]s bgp routes             # what %[4]s announces
+  ip netns exec %[2]s %[3]s drain -wait            # GRACEFUL_SHUTDOWN, withdraw, hand tags over
   ip netns exec %[2]s %[3]s undrain
   birdc -s %[5]s show protocols                    # router %[6]s
   birdc -s %[5]s show route all %[7]s/32

@@ -257,3 +257,72 @@ func (e *Edge) UpNodes() (int, error) {
 	}
 	return n, nil
 }
+
+// IsolateCluster drops (on) or lets through again (off) the edge's
+// cluster traffic, both ways, with iptables in its namespace: BGP, BFD
+// and SIP are untouched. The links go silent, as with a real cut.
+func (e *Edge) IsolateCluster(on bool) error {
+	op := "-D"
+	if on {
+		op = "-I"
+	}
+	port := fmt.Sprint(ClusterPort)
+	for _, rule := range [][]string{
+		{"INPUT", "-p", "tcp", "--dport", port, "-j", "DROP"},
+		{"INPUT", "-p", "tcp", "--sport", port, "-j", "DROP"},
+	} {
+		if _, err := inNS(e.NS, append([]string{"iptables", "-w", "5", op}, rule...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// GetStatus fetches an admin API path and decodes its JSON body into v
+// whatever the status (for /readyz, which answers 503 with reasons).
+func (e *Edge) GetStatus(path string, v any) error {
+	resp, err := e.http.Get("http://" + AdminAddr + path)
+	if err != nil {
+		return fmt.Errorf("%s: GET %s: %w", e.Name, path, err)
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// Metric reads an unlabelled series from the edge's /metrics.
+func (e *Edge) Metric(name string, v *int) error {
+	resp, err := e.http.Get("http://" + AdminAddr + "/metrics")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
+			var x float64
+			if _, err := fmt.Sscan(f[1], &x); err != nil {
+				return err
+			}
+			*v = int(x)
+			return nil
+		}
+	}
+	return fmt.Errorf("%s: no series %s", e.Name, name)
+}
+
+// HasAddr reports whether the edge has addr on interface dev.
+func (e *Edge) HasAddr(dev, addr string) (bool, error) {
+	out, err := run("ip", "-n", e.NS, "-o", "addr", "show", "dev", dev)
+	if err != nil {
+		return false, err
+	}
+	for _, f := range strings.Fields(out) {
+		if a, _, _ := strings.Cut(f, "/"); a == addr {
+			return true, nil
+		}
+	}
+	return false, nil
+}

@@ -39,6 +39,9 @@ type Options struct {
 	Edge func(e *EdgePlan, cfg Config)
 	// Timeout bounds the bring-up. Default 90 s.
 	Timeout time.Duration
+	// Started, if set, is called once every process is started, before Up
+	// waits for the lab to be ready (to watch the bring-up).
+	Started func(*Lab)
 }
 
 // Lab is a running lab.
@@ -145,6 +148,9 @@ func Up(ctx context.Context, o Options) (l *Lab, err error) {
 		}
 	}
 	o.Logf("started %d BIRD routers and %d edged", len(l.Routers), len(l.Edges))
+	if o.Started != nil {
+		o.Started(l)
+	}
 	if err := l.waitReady(ctx); err != nil {
 		return l, err
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -70,4 +71,22 @@ func TestGeneratedConfigs(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "edged-b2.yaml", b)
+}
+
+func TestOutage(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	var s []Sample
+	for i := 0; i <= 60; i++ {
+		// Answered, except a spurious loss at 20 ms and the outage from
+		// 100 to 300 ms.
+		s = append(s, Sample{At: ms(i * 20), OK: i != 1 && (i < 5 || i > 15)})
+	}
+	w, lost, err := Outage(s, ms(10))
+	if err != nil || w != 220*time.Millisecond || lost != 11 {
+		t.Errorf("Outage = %v, %d lost, %v; want 220ms, 11 lost", w, lost, err)
+	}
+	if _, _, err := Outage(s[:10], ms(90)); err == nil {
+		t.Error("no answer after the event: want an error")
+	}
 }
