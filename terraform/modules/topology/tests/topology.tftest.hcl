@@ -1,51 +1,19 @@
 # terraform test for the topology module: a real plan and apply (the module
 # needs no provider), then one failing plan per kind of bad input.
 
-variables {
-  platform = {
-    name = "anyedge"
-    regions = {
-      eu-west = {
-        id               = 1
-        location         = "ams"
-        node_count       = 2
-        plan             = "vc2-2c-4gb"
-        asn              = 4200000001
-        router_peers     = [{ address = "169.254.169.254", asn = 64515, multihop = 2, md5 = true }]
-        anycast_prefixes = ["203.0.113.0/24", "2001:db8:100::/48"]
-        tags             = [{ name = "vip-eu", vips = ["198.51.100.10"], priority = { "eu-west-02" = 200 } }]
-      }
-      us-east = {
-        id               = 2
-        location         = "ewr"
-        node_count       = 3
-        plan             = "vc2-2c-4gb"
-        asn              = 4200000001
-        router_peers     = [{ address = "169.254.169.254", asn = 64515, multihop = 2, md5 = true }]
-        anycast_prefixes = ["203.0.113.0/24"]
-        tags             = [{ name = "vip-us", vips = ["198.51.100.20", "2001:db8:200::20"] }]
-      }
-      ap-south = {
-        id                = 7
-        location          = "sgp"
-        node_count        = 1
-        plan              = "vc2-1c-2gb"
-        asn               = 64700
-        router_peers      = [{ address = "192.0.2.1", asn = 64701, bfd = true }]
-        anycast_prefixes  = ["203.0.113.0/24"]
-        anycast_addresses = ["203.0.113.10"]
-      }
-    }
-  }
-  node_addresses = {
-    "eu-west-01" = "192.0.2.11"
-    "eu-west-02" = "192.0.2.12"
-    "us-east-01" = "2001:db8:ffff::1"
+run "base" {
+  command = apply
+  module {
+    source = "./tests/base"
   }
 }
 
 run "valid_platform_applies" {
   command = apply
+  variables {
+    platform       = run.base.platform
+    node_addresses = run.base.node_addresses
+  }
 
   assert {
     condition     = output.node_names == ["eu-west-01", "eu-west-02", "us-east-01", "us-east-02", "us-east-03", "ap-south-01"]
@@ -131,7 +99,8 @@ run "valid_platform_applies" {
 run "single_seed_when_asked" {
   command = plan
   variables {
-    platform = merge(var.platform, { seed_per_region = false })
+    platform       = merge(run.base.platform, { seed_per_region = false })
+    node_addresses = run.base.node_addresses
   }
   assert {
     condition     = output.seed_list == ["192.0.2.11:5600"]
@@ -144,8 +113,8 @@ run "single_seed_when_asked" {
 run "overlapping_prefixes_in_a_region" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = merge(var.platform.regions, {
-      eu-west = merge(var.platform.regions["eu-west"], { anycast_prefixes = ["203.0.113.0/24", "203.0.113.128/25"] })
+    platform = merge(run.base.platform, { regions = merge(run.base.platform.regions, {
+      eu-west = merge(run.base.platform.regions["eu-west"], { anycast_prefixes = ["203.0.113.0/24", "203.0.113.128/25"] })
     }) })
   }
   expect_failures = [terraform_data.checks]
@@ -154,8 +123,8 @@ run "overlapping_prefixes_in_a_region" {
 run "nested_prefixes_across_regions" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = merge(var.platform.regions, {
-      ap-south = merge(var.platform.regions["ap-south"], { anycast_prefixes = ["203.0.112.0/23"], anycast_addresses = null })
+    platform = merge(run.base.platform, { regions = merge(run.base.platform.regions, {
+      ap-south = merge(run.base.platform.regions["ap-south"], { anycast_prefixes = ["203.0.112.0/23"], anycast_addresses = null })
     }) })
   }
   expect_failures = [terraform_data.checks]
@@ -164,8 +133,8 @@ run "nested_prefixes_across_regions" {
 run "vip_inside_anycast_prefix" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = merge(var.platform.regions, {
-      us-east = merge(var.platform.regions["us-east"], { tags = [{ name = "vip-us", vips = ["203.0.113.99"] }] })
+    platform = merge(run.base.platform, { regions = merge(run.base.platform.regions, {
+      us-east = merge(run.base.platform.regions["us-east"], { tags = [{ name = "vip-us", vips = ["203.0.113.99"] }] })
     }) })
   }
   expect_failures = [terraform_data.checks]
@@ -174,8 +143,8 @@ run "vip_inside_anycast_prefix" {
 run "duplicate_vip" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = merge(var.platform.regions, {
-      us-east = merge(var.platform.regions["us-east"], { tags = [{ name = "vip-us", vips = ["198.51.100.10"] }] })
+    platform = merge(run.base.platform, { regions = merge(run.base.platform.regions, {
+      us-east = merge(run.base.platform.regions["us-east"], { tags = [{ name = "vip-us", vips = ["198.51.100.10"] }] })
     }) })
   }
   expect_failures = [terraform_data.checks]
@@ -184,8 +153,8 @@ run "duplicate_vip" {
 run "duplicate_node_ids" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = merge(var.platform.regions, {
-      ap-south = merge(var.platform.regions["ap-south"], { id = 2 })
+    platform = merge(run.base.platform, { regions = merge(run.base.platform.regions, {
+      ap-south = merge(run.base.platform.regions["ap-south"], { id = 2 })
     }) })
   }
   expect_failures = [terraform_data.checks]
@@ -194,8 +163,8 @@ run "duplicate_node_ids" {
 run "duplicate_tag_names" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = merge(var.platform.regions, {
-      us-east = merge(var.platform.regions["us-east"], { tags = [{ name = "vip-eu", vips = [] }] })
+    platform = merge(run.base.platform, { regions = merge(run.base.platform.regions, {
+      us-east = merge(run.base.platform.regions["us-east"], { tags = [{ name = "vip-eu", vips = [] }] })
     }) })
   }
   expect_failures = [terraform_data.checks]
@@ -204,8 +173,8 @@ run "duplicate_tag_names" {
 run "as_trans_is_refused" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = merge(var.platform.regions, {
-      eu-west = merge(var.platform.regions["eu-west"], { asn = 23456 })
+    platform = merge(run.base.platform, { regions = merge(run.base.platform.regions, {
+      eu-west = merge(run.base.platform.regions["eu-west"], { asn = 23456 })
     }) })
   }
   expect_failures = [var.platform]
@@ -214,8 +183,8 @@ run "as_trans_is_refused" {
 run "asn_out_of_range" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = merge(var.platform.regions, {
-      eu-west = merge(var.platform.regions["eu-west"], { asn = 4294967296 })
+    platform = merge(run.base.platform, { regions = merge(run.base.platform.regions, {
+      eu-west = merge(run.base.platform.regions["eu-west"], { asn = 4294967296 })
     }) })
   }
   expect_failures = [var.platform]
@@ -224,8 +193,8 @@ run "asn_out_of_range" {
 run "bad_peer_asn" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = merge(var.platform.regions, {
-      ap-south = merge(var.platform.regions["ap-south"], { router_peers = [{ address = "192.0.2.1", asn = 0 }] })
+    platform = merge(run.base.platform, { regions = merge(run.base.platform.regions, {
+      ap-south = merge(run.base.platform.regions["ap-south"], { router_peers = [{ address = "192.0.2.1", asn = 0 }] })
     }) })
   }
   expect_failures = [var.platform]
@@ -234,8 +203,8 @@ run "bad_peer_asn" {
 run "empty_region" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = merge(var.platform.regions, {
-      us-east = merge(var.platform.regions["us-east"], { node_count = 0 })
+    platform = merge(run.base.platform, { regions = merge(run.base.platform.regions, {
+      us-east = merge(run.base.platform.regions["us-east"], { node_count = 0 })
     }) })
   }
   expect_failures = [var.platform]
@@ -244,8 +213,8 @@ run "empty_region" {
 run "region_without_prefixes" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = merge(var.platform.regions, {
-      us-east = merge(var.platform.regions["us-east"], { anycast_prefixes = [] })
+    platform = merge(run.base.platform, { regions = merge(run.base.platform.regions, {
+      us-east = merge(run.base.platform.regions["us-east"], { anycast_prefixes = [] })
     }) })
   }
   expect_failures = [var.platform]
@@ -254,8 +223,8 @@ run "region_without_prefixes" {
 run "prefix_with_host_bits" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = merge(var.platform.regions, {
-      us-east = merge(var.platform.regions["us-east"], { anycast_prefixes = ["203.0.113.1/24"] })
+    platform = merge(run.base.platform, { regions = merge(run.base.platform.regions, {
+      us-east = merge(run.base.platform.regions["us-east"], { anycast_prefixes = ["203.0.113.1/24"] })
     }) })
   }
   expect_failures = [var.platform]
@@ -264,7 +233,7 @@ run "prefix_with_host_bits" {
 run "bad_region_name" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = { "EU_West" = var.platform.regions["eu-west"] } })
+    platform = merge(run.base.platform, { regions = { "EU_West" = run.base.platform.regions["eu-west"] } })
   }
   expect_failures = [var.platform]
 }
@@ -272,7 +241,7 @@ run "bad_region_name" {
 run "no_regions" {
   command = plan
   variables {
-    platform = merge(var.platform, { regions = {} })
+    platform = merge(run.base.platform, { regions = {} })
   }
   expect_failures = [var.platform]
 }
