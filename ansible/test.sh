@@ -10,7 +10,12 @@
 #     unit's hardening, the sysctls, checksums);
 #   - a bad config (a short cluster key) must fail at the validate step and
 #     leave the installed config as it was; a binary with the wrong
-#     checksum must be refused.
+#     checksum must be refused;
+#   - the rendered config, moved to loopback ports, runs a real edged, and
+#     playbooks/rolling-upgrade.yml (drain, withdrawal check, role, ready
+#     but for the drain, undrain, ready, routes back) and
+#     playbooks/maintenance.yml (drain, undrain; refuses a group) run
+#     against it.
 #
 # The inventory is the one terraform/test.sh wrote ($ANYEDGE_INVENTORY),
 # else the committed copy in tests/inventory.yml. The binaries are
@@ -93,5 +98,44 @@ if play -e anyedge_edged_sha256=000000000000000000000000000000000000000000000000
 	die "the role installed a binary with the wrong checksum"
 fi
 grep -q 'expected 0000' "$work/sum.log" || { cat "$work/sum.log"; die "the failure is not the checksum check"; }
+
+say "rolling upgrade and maintenance against a running edged"
+# The rendered config, moved to loopback: the cluster and admin on free
+# ports, SIP on any port (the anycast addresses bind with IP_FREEBIND), and
+# the node alone as its own seed. The BGP routers of the inventory are not
+# there: the sessions stay down, which does not keep a node from being
+# ready.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A single node: it is the seed, and joins nobody.
+live=(-e "anyedge_admin_listen=127.0.0.1:$port" -e anyedge_cluster_listen=127.0.0.1:0 -e anyedge_sip_port=0
+	-e '{"anyedge_cluster_seed": true, "anyedge_cluster_join": []}' 
+	-e ansible_become=false -e "anyedge_edgectl_bin=$prefix/usr/local/bin/edgectl")
+play "${live[@]}" "$here/tests/role.yml" >"$work/live-role.log" 2>&1 || { cat "$work/live-role.log"; die "the role failed (live config)"; }
+"$prefix/usr/local/bin/edged" -config "$prefix/etc/anyedge/edged.yaml" >"$work/edged.log" 2>&1 &
+edged_pid=$!
+trap 'kill "$edged_pid" 2>/dev/null; wait "$edged_pid" 2>/dev/null; rm -rf "$work"' EXIT
+readyz() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz" || true; }
+for _ in $(seq 120); do
+	[ "$(readyz)" = 200 ] && break
+	kill -0 "$edged_pid" 2>/dev/null || { cat "$work/edged.log"; die "edged exited"; }
+	sleep 0.5
+done
+[ "$(readyz)" = 200 ] || { cat "$work/edged.log"; die "edged did not become ready"; }
+
+play "${live[@]}" -e anyedge_upgrade_hosts=eu-west-02 "$here/playbooks/rolling-upgrade.yml" >"$work/upgrade.log" 2>&1 ||
+	{ cat "$work/upgrade.log"; die "rolling-upgrade.yml failed"; }
+grep -q 'TASK \[Check every route is withdrawn\]' "$work/upgrade.log" || die "the upgrade did not check the withdrawal"
+[ "$(readyz)" = 200 ] || die "the node is not ready after the rolling upgrade"
+
+play "${live[@]}" -e node=eu-west-02 -e maintenance=drain "$here/playbooks/maintenance.yml" >"$work/drain.log" 2>&1 ||
+	{ cat "$work/drain.log"; die "maintenance.yml drain failed"; }
+[ "$(readyz)" = 503 ] || die "the node is not drained after maintenance.yml drain"
+play "${live[@]}" -e node=eu-west-02 -e maintenance=undrain "$here/playbooks/maintenance.yml" >"$work/undrain.log" 2>&1 ||
+	{ cat "$work/undrain.log"; die "maintenance.yml undrain failed"; }
+[ "$(readyz)" = 200 ] || die "the node is not ready after maintenance.yml undrain"
+if play "${live[@]}" -e node=edge -e maintenance=drain "$here/playbooks/maintenance.yml" >"$work/many.log" 2>&1; then
+	die "maintenance.yml accepted a group of nodes"
+fi
+[ "$(readyz)" = 200 ] || die "maintenance.yml with a group drained something"
 
 say "ok"
