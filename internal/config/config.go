@@ -20,6 +20,7 @@ import (
 	"github.com/anyedge/anyedge/cluster"
 	"github.com/anyedge/anyedge/edge"
 	"github.com/anyedge/anyedge/edge/cps"
+	"github.com/anyedge/anyedge/geo"
 	"github.com/anyedge/anyedge/vip"
 )
 
@@ -49,6 +50,12 @@ type Config struct {
 	// VIPs are the virtual addresses that follow sharing tags; see
 	// vip.Config. An l3 VIP needs the bgp section.
 	VIPs []vip.Config `yaml:"vips"`
+	// Geo turns on distributed user location in the user-facing model
+	// (bindings on their home node and its region partner, AoR→home
+	// metadata on every node); see geo.Config. It needs the sip section
+	// and, in cluster.tags, every region's HA tag (geo.tag_prefix +
+	// region). Without it each node keeps its own bindings in memory.
+	Geo *geo.Config `yaml:"geo"`
 }
 
 // LogConfig configures logging.
@@ -114,6 +121,24 @@ func (c *Config) validate() error {
 				return &fieldError{key: "sip." + fe.Key, msg: fe.Msg}
 			}
 			return &fieldError{key: "sip", msg: err.Error()}
+		}
+	}
+	if c.Geo != nil {
+		if c.SIP == nil {
+			return &fieldError{key: "geo", msg: "needs the sip section: it is where SIP bindings live"}
+		}
+		var fe *cluster.FieldError
+		if err := c.Geo.Validate(); err != nil {
+			if errors.As(err, &fe) {
+				return &fieldError{key: "geo." + fe.Key, msg: fe.Err}
+			}
+			return &fieldError{key: "geo", msg: err.Error()}
+		}
+		if err := geo.CheckClusterTags(c.Geo, &c.Cluster); err != nil {
+			if errors.As(err, &fe) {
+				return &fieldError{key: "cluster." + fe.Key, msg: fe.Err}
+			}
+			return &fieldError{key: "cluster.tags", msg: err.Error()}
 		}
 	}
 	if c.CPS != nil {

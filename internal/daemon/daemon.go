@@ -32,6 +32,7 @@ import (
 	"github.com/anyedge/anyedge/edge"
 	"github.com/anyedge/anyedge/edge/cps"
 	"github.com/anyedge/anyedge/edge/location"
+	"github.com/anyedge/anyedge/geo"
 	"github.com/anyedge/anyedge/internal/admin"
 	"github.com/anyedge/anyedge/internal/config"
 	"github.com/anyedge/anyedge/internal/version"
@@ -76,7 +77,8 @@ type Daemon struct {
 
 	// The SIP edge, when the config has a sip section.
 	sip   *edge.Server
-	store *location.Memory
+	store *location.Memory // single-node location, without geo
+	geo   *geo.Service     // user-facing distributed location
 	// The CPS limiter, when the config has a cps section.
 	cps *cps.Service
 	// The BGP speaker, when the config has a bgp section; created by Run.
@@ -163,8 +165,17 @@ func (d *Daemon) build() error {
 		if d.cps != nil {
 			hooks.BeforeNewDialog = cpsHook(d.cps.Limiter())
 		}
-		d.store = location.NewMemory(location.WithLogger(d.log.With("component", "location")))
-		d.sip, err = edge.New(*cfg.SIP, d.store,
+		var store location.Store
+		if cfg.Geo != nil {
+			if err := d.newGeo(&hooks); err != nil {
+				return fmt.Errorf("geo: %w", err)
+			}
+			store = d.geo
+		} else {
+			d.store = location.NewMemory(location.WithLogger(d.log.With("component", "location")))
+			store = d.store
+		}
+		d.sip, err = edge.New(*cfg.SIP, store,
 			edge.WithLogger(d.log.With("component", "sip")),
 			edge.WithRegistry(d.reg),
 			edge.WithNodeID(cfg.Cluster.NodeID),
@@ -302,7 +313,12 @@ func (d *Daemon) startModules(ctx context.Context) error {
 		d.cps.Start(ctx)
 	}
 	if d.sip != nil {
-		d.bg.Go(func() { _ = d.store.Run(ctx) })
+		// The location runs before SIP: geo's Save waits on its loop.
+		if d.geo != nil {
+			d.bg.Go(func() { _ = d.geo.Run(ctx) })
+		} else {
+			d.bg.Go(func() { _ = d.store.Run(ctx) })
+		}
 		if err := d.sip.Start(ctx); err != nil {
 			return fmt.Errorf("sip: %w", err)
 		}

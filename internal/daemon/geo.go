@@ -1,0 +1,61 @@
+package daemon
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/anyedge/anyedge/cluster"
+	"github.com/anyedge/anyedge/edge"
+	"github.com/anyedge/anyedge/geo"
+)
+
+// geoNode is what the user-facing location needs from the cluster node;
+// *cluster.Node is one.
+type geoNode interface {
+	geo.Cluster
+	Register(cluster.Capability) error
+	Subscribe(func(cluster.Event))
+}
+
+// newGeo builds the distributed location on the node (its capabilities
+// must be registered before the node starts) and points the SIP hooks at
+// it: relays go to a home node's SIP address, and only cluster nodes'
+// relay marks are believed.
+func (d *Daemon) newGeo(hooks *edge.Hooks) error {
+	gn, ok := d.node.(geoNode)
+	if !ok {
+		return fmt.Errorf("the cluster node (%T) cannot carry capabilities", d.node)
+	}
+	svc, err := geo.New(*d.cfg.Geo, gn, geo.WithLogger(d.log.With("component", "geo")), geo.WithRegistry(d.reg))
+	if err != nil {
+		return err
+	}
+	for _, c := range svc.Capabilities() {
+		if err := gn.Register(c); err != nil {
+			return err
+		}
+	}
+	gn.Subscribe(svc.HandleEvent)
+	hooks.HomeAddr = func(id uint32) (string, bool) {
+		m, ok := gn.Meta(id)
+		return m.SIPAddr, ok && m.SIPAddr != ""
+	}
+	hooks.RelayPeer = func(src netip.Addr) bool { return isClusterSIPHost(gn, src) }
+	d.geo = svc
+	return nil
+}
+
+// isClusterSIPHost reports whether src is the SIP address of a known node.
+func isClusterSIPHost(gn geoNode, src netip.Addr) bool {
+	for _, v := range gn.Nodes() {
+		host, _, err := net.SplitHostPort(v.SIPAddr)
+		if err != nil {
+			continue
+		}
+		if a, err := netip.ParseAddr(host); err == nil && a.Unmap() == src.Unmap() {
+			return true
+		}
+	}
+	return false
+}
