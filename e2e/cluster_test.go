@@ -190,6 +190,17 @@ func TestCluster(t *testing.T) {
 			n5.proc.Kill()
 			n5.proc.Wait()
 		}
+		// Data the restarted node must get back from a partner: users
+		// registered (with real SIPp) at node 4 while node 5 is down.
+		const users = 20
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := client.Run(ctx, "sipp", "-sf", "testdata/reg_unique.xml", "-key", "domain", "example.com",
+			"-m", fmt.Sprint(users), "-r", "50", "-i", client.Addr().String(), "-buff_size", "4194304",
+			"-timeout", "20s", n4.ip()+":5060")
+		if err != nil {
+			t.Fatalf("registering %d users at node 4: %v\n%s", users, err, out)
+		}
 		t0 := time.Now()
 		c.start(t, n5)
 		c.await(t, 10*time.Second, members, mesh)
@@ -197,22 +208,14 @@ func TestCluster(t *testing.T) {
 		if nv, ok := findNode(mustTopology(t, n1), 5); ok {
 			t.Logf("node 5 incarnation before %d, after %d", inc5, nv.Incarnation)
 		}
-
-		caps, err := n5.caps()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(caps) == 0 {
-			// TODO(lead): no capability is registered by edged yet, so there is
-			// nothing to sync. Once one is (usrloc, dialog, cps...), this
-			// asserts that every capability of the restarted node is synced.
-			t.Log("TODO(lead): edged registers no capabilities yet; only the rejoin was checked, not the sync")
-			return
-		}
+		var caps []cluster.CapView
 		d := netlab.Eventually(t, 15*time.Second, 50*time.Millisecond, func() error {
-			caps, err := n5.caps()
-			if err != nil {
+			var err error
+			if caps, err = n5.caps(); err != nil {
 				return err
+			}
+			if len(caps) == 0 {
+				return fmt.Errorf("no capabilities")
 			}
 			for _, cv := range caps {
 				if cv.State != "synced" {
@@ -223,6 +226,22 @@ func TestCluster(t *testing.T) {
 			return nil
 		})
 		t.Logf("node 5's %d capabilities synced %v after rejoining: %+v", len(caps), d.Round(time.Millisecond), caps)
+		for _, cv := range caps {
+			if cv.Records == 0 && cv.Donor == 0 {
+				t.Errorf("capability %s synced without a snapshot from a donor: %+v", cv.Name, cv)
+			}
+		}
+		// The bindings themselves: node 5 holds the users as replicas.
+		netlab.Eventually(t, 5*time.Second, 100*time.Millisecond, func() error {
+			v, found, err := n5.metric("anyedge_geo_bindings")
+			if err != nil || !found {
+				return fmt.Errorf("anyedge_geo_bindings: found=%v err=%v", found, err)
+			}
+			if v < users {
+				return fmt.Errorf("node 5 holds %v bindings, want %d", v, users)
+			}
+			return nil
+		})
 	})
 
 	t.Run("stop_detected_cont_recovers", func(t *testing.T) {

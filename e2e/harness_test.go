@@ -81,6 +81,10 @@ type daemonConfig struct {
 	Log     map[string]string `yaml:"log"`
 	Admin   map[string]string `yaml:"admin"`
 	Cluster clusterSection    `yaml:"cluster"`
+	// SIP and Geo make the node carry real replicated data (user
+	// location), so that a restarted node has something to sync.
+	SIP map[string]any `yaml:"sip"`
+	Geo map[string]any `yaml:"geo"`
 }
 
 type clusterSection struct {
@@ -91,6 +95,7 @@ type clusterSection struct {
 	Join     []string            `yaml:"join,omitempty"`
 	Key      string              `yaml:"key"`
 	StateDir string              `yaml:"state_dir"`
+	SIPAddr  string              `yaml:"sip_addr"`
 	Tags     []map[string]string `yaml:"tags"`
 }
 
@@ -119,8 +124,14 @@ func (c *testCluster) add(s nodeSpec) *node {
 			Join:     s.join,
 			Key:      key,
 			StateDir: filepath.Join(c.lab.Dir(), s.name+"-state"),
-			Tags:     []map[string]string{{"name": "t1", "region": "lab"}},
+			SIPAddr:  n.ip() + ":5060",
+			Tags:     []map[string]string{{"name": "t1", "region": "lab"}, {"name": "home-lab", "region": "lab"}},
 		},
+		SIP: map[string]any{
+			"listeners": []map[string]string{{"transport": "udp", "addr": n.ip() + ":5060"}},
+			"domains":   []string{"example.com"},
+		},
+		Geo: map[string]any{},
 	}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
