@@ -8,7 +8,7 @@ export PATH := $(PATH):/usr/local/go/bin
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/anyedge/anyedge/internal/version.Version=$(VERSION)
 
-.PHONY: all build deps test e2e bench bench-sip lab lab-down fuzz clean
+.PHONY: all build deps test test-ops e2e bench bench-sip lab lab-down fuzz clean
 
 all: build
 
@@ -18,13 +18,21 @@ build:
 deps:
 	scripts/install-deps.sh
 
-test: deps build
+test: deps build test-ops
 	go vet ./...
 	go test -race -count=1 ./...
 	# The race detector slows the cluster simulation tenfold, so under -race
 	# it runs 100 schedules; the full 1,000 run here without it.
 	go test -count=1 -run '^TestSimulation$$' ./cluster/core
 	$(MAKE) e2e
+
+# The deployment assets: Prometheus rules (promtool), Terraform (fmt,
+# validate, terraform test; Terraform or OpenTofu via scripts/tf.sh), the
+# Ansible role and playbooks (lint, a real local run, against a local edged),
+# and internal/deploytest (metric names, dashboard, runbooks, promtool check
+# metrics). See docs/OPERATIONS.md.
+test-ops: deps build
+	deploy/test-ops.sh
 
 # End-to-end tests with real parts (namespaces, BIRD, SIPp); they need root.
 e2e:
