@@ -90,17 +90,25 @@ func TestVIPFailover(t *testing.T) {
 		other := partner(l, owner)
 		p2 := probe(t, l, a, fmt.Sprintf("%s:%d", l2, lab.SIPPort))
 		p3 := probe(t, l, a, fmt.Sprintf("%s:%d", l3, lab.SIPPort))
+		// A kill closes the links: the partner must hold the VIPs within
+		// 1 s. A frozen node stays reachable, through the other region,
+		// until the WAN links declare it dead (cluster.wan.dead_after,
+		// 5 s): a node is up while any path reaches it.
+		limit := time.Second
+		if rn.sig == syscall.SIGSTOP {
+			limit = 6500 * time.Millisecond
+		}
 		t0 := time.Now()
 		if err := owner.Proc.Signal(rn.sig); err != nil {
 			t.Fatal(err)
 		}
-		took2 := waitFor(t, t0, 5*time.Second, func() error {
+		took2 := waitFor(t, t0, limit+5*time.Second, func() error {
 			if ok, err := other.HasAddr("lan0", l2); err != nil || !ok {
 				return fmt.Errorf("%s does not hold %s yet", other.Name, l2)
 			}
 			return nil
 		})
-		took3 := waitFor(t, t0, 5*time.Second, func() error {
+		took3 := waitFor(t, t0, limit+5*time.Second, func() error {
 			return ra.WantNextHops(l3+"/32", other.Addr.String())
 		})
 		netlab.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
@@ -115,14 +123,6 @@ func TestVIPFailover(t *testing.T) {
 			"and %s routes the l3 VIP to it after %v (SIP lost for %v, %d probes)",
 			run, owner.Name, map[string]string{"kill": "killed", "freeze": "frozen"}[rn.how], other.Name, took2.Round(time.Millisecond), w2.Round(time.Millisecond), lost2,
 			ra.Region.RouterName(), took3.Round(time.Millisecond), w3.Round(time.Millisecond), lost3)
-		// A kill closes the links: the partner must hold the VIPs within
-		// 1 s. A frozen node stays reachable, through the other region,
-		// until the WAN links declare it dead (cluster.wan.dead_after,
-		// 5 s): a node is up while any path reaches it.
-		limit := time.Second
-		if rn.sig == syscall.SIGSTOP {
-			limit = 6500 * time.Millisecond
-		}
 		if took2 >= limit || took3 >= limit {
 			t.Errorf("run %d: takeover after %v (l2) and %v (l3), want < %v", run, took2, took3, limit)
 		}
