@@ -373,9 +373,21 @@ func (n *Node) logEvent(e Event) {
 // dialTargets dials the join addresses until a link is up, and every
 // known node without a direct link, with a per-address backoff.
 func (n *Node) dialTargets(now time.Time) {
+	// Join addresses are dialed until each one is a linked node: a join
+	// address that was down when the first link came up would otherwise
+	// never be tried again, and two groups that found each other first
+	// would stay islands.
+	linked := map[string]bool{}
+	for id := range n.links {
+		if m, ok := n.core.Meta(id); ok {
+			linked[m.ClusterAddr] = true
+		}
+	}
 	var addrs []string
-	if len(n.links) == 0 {
-		addrs = append(addrs, n.cfg.Join...)
+	for _, j := range n.cfg.Join {
+		if !linked[j] {
+			addrs = append(addrs, j)
+		}
 	}
 	for _, m := range n.core.WantLinks() {
 		addrs = append(addrs, m.ClusterAddr)

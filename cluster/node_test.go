@@ -301,3 +301,28 @@ func TestStartDrainedNeverOwnsTags(t *testing.T) {
 		t.Fatalf("drained node owns the tag: %+v", tv)
 	}
 }
+
+// A join address that is down when the node first links elsewhere is
+// still dialed later: without that, groups that meet first stay islands.
+func TestJoinAddressDialedAfterFirstLink(t *testing.T) {
+	a1, a2, a3 := freePort(t), freePort(t), freePort(t)
+	n2 := startNode(t, 2, a2, nil, true, testKey)
+	n3 := startNode(t, 3, a3, []string{a2, a1}, false, testKey)
+	eventually(t, 3*time.Second, func() error {
+		if !slices.Contains(upIDs(n3.Node), 2) {
+			return fmt.Errorf("3 not linked to 2")
+		}
+		return nil
+	})
+	// Node 1 comes up later and joins nobody: only node 3's join list
+	// can bring it in.
+	n1 := startNode(t, 1, a1, nil, false, testKey)
+	eventually(t, 5*time.Second, func() error {
+		for _, n := range []*testNode{n1, n2, n3} {
+			if got := len(upIDs(n.Node)); got != 2 {
+				return fmt.Errorf("node %d sees %d up", n.cfg.NodeID, got)
+			}
+		}
+		return nil
+	})
+}
