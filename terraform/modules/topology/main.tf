@@ -81,7 +81,10 @@ locals {
         [for m in local.nodes : m if m.seed && m.region == n.region],
         [for m in local.nodes : m if m.seed && m.region != n.region],
       ) : "${local.node_host[s.name]}:${local.port}" if s.name != n.name]
-      anyedge_sip_port          = var.platform.sip_port
+      anyedge_sip_port = var.platform.sip_port
+      # The node's own address: a SIP listener, and cluster.sip_addr, which
+      # other nodes relay to.
+      anyedge_sip_address       = lookup(var.node_addresses, n.name, "")
       anyedge_anycast_addresses = local.anycast_addresses[n.region]
       anyedge_bgp               = local.bgp[n.name]
     },

@@ -70,6 +70,7 @@ run "valid_platform_applies" {
       anyedge_cluster_seed      = false
       anyedge_cluster_join      = ["192.0.2.11:5600", "[2001:db8:ffff::1]:5600", "ap-south-01:5600"]
       anyedge_sip_port          = 5060
+      anyedge_sip_address       = "192.0.2.12"
       anyedge_anycast_addresses = ["203.0.113.1", "2001:db8:100::1"]
       anyedge_bgp               = output.bgp["eu-west-02"]
     })
