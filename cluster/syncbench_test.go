@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -432,8 +433,8 @@ func BenchmarkSnapshotCorePath(b *testing.B) {
 // work (as on a node whose capabilities send a lot): each time the sync
 // must start at once, not after the donor's next periodic LSA (10 s).
 func TestSyncStartsWithoutWaitingForLSARefresh(t *testing.T) {
-	if testing.Short() {
-		t.Skip("joins 8 nodes")
+	if testing.Short() || raceEnabled {
+		t.Skip("joins 8 nodes against a time bound: not under -short or the race detector (make test runs it without)")
 	}
 	donorStore := &sliceStore{recs: makeRecords(100, syncRecordSize)}
 	d, err := New(Config{NodeID: 1, Region: "r1", Listen: freeAddr(t), Key: testKey, Seed: true, SeedSyncDelay: 10 * time.Millisecond})
@@ -475,6 +476,7 @@ func TestSyncStartsWithoutWaitingForLSARefresh(t *testing.T) {
 					return
 				default:
 					n.do(func() {})
+					runtime.Gosched()
 				}
 			}
 		}()
