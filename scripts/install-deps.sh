@@ -17,7 +17,9 @@ missing=()
 for p in "${packages[@]}"; do
 	# dpkg -s also lists removed packages whose config files remain, so check
 	# the status too.
-	if ! dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed'; then
+	# (Not `dpkg -s | grep -q`: under pipefail grep's early exit makes
+	# dpkg die of SIGPIPE, and a long status then reads as "missing".)
+	if [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)" != "install ok installed" ]; then
 		missing+=("$p")
 	fi
 done
