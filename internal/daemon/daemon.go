@@ -272,6 +272,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("edged started", "version", d.version, "node_id", d.cfg.Cluster.NodeID,
 			"region", d.cfg.Cluster.Region, "admin", addr.String(), "cluster", d.cfg.Cluster.Listen,
 			"sip", d.sip != nil, "cps", d.cps != nil, "bgp", d.speaker != nil)
+		sdNotify("READY=1")
 	} else {
 		_ = d.ln.Close()
 	}
@@ -367,6 +368,7 @@ func (d *Daemon) adminOptions() []admin.Option {
 // goes last. A blocking Start is waited for, so that no goroutine
 // outlives Run.
 func (d *Daemon) shutdown(srv *http.Server, stopNode context.CancelFunc, nodeErr <-chan error) error {
+	sdNotify("STOPPING=1")
 	var errs []error
 	if c := d.ctl.Load(); c != nil {
 		if err := c.Shutdown(context.Background()); err != nil {
@@ -424,6 +426,8 @@ func (d *Daemon) shutdown(srv *http.Server, stopNode context.CancelFunc, nodeErr
 // reload applies what can change without a restart (SIGHUP). A bad file
 // keeps the old state.
 func (d *Daemon) reload() {
+	sdNotify("RELOADING=1")
+	defer sdNotify("READY=1")
 	if d.sip == nil {
 		d.log.Info("reload: nothing to reload")
 		return
