@@ -22,10 +22,8 @@ test: deps build test-ops
 	go vet ./...
 	go test -race -count=1 ./...
 	# The race detector slows the cluster simulation tenfold, so under -race
-	# it runs 100 schedules; the full 1,000 run here without it, and so does
-	# the join-timing test, which skips under the race detector.
+	# it runs 100 schedules; the full 1,000 run here without it.
 	go test -count=1 -run '^TestSimulation$$' ./cluster/core
-	go test -count=1 -run '^TestSyncStartsWithoutWaitingForLSARefresh$$' ./cluster
 	$(MAKE) e2e
 
 # The deployment assets: Prometheus rules (promtool), Terraform (fmt,
