@@ -94,6 +94,7 @@ func run() error {
 		memRate  int
 		only     string
 		profile  bool
+		resum    string
 	)
 	flag.StringVar(&b.edgedBin, "edged", "bin/edged", "the edged binary")
 	flag.StringVar(&b.kamBin, "kamailio", "kamailio", "the Kamailio binary")
@@ -112,7 +113,20 @@ func run() error {
 	flag.IntVar(&memRate, "mem-rate", 0, "their total REGISTER rate (default: 60 % of the lower measured sustained rate, at least 500)")
 	flag.StringVar(&only, "only", "rates,memory", "what to run: rates (REGISTER, calls, latency), memory")
 	flag.BoolVar(&profile, "profile", true, "profile edged with perf at its sustained rates (if perf is installed)")
+	flag.StringVar(&resum, "summary", "", "only print the summary of an earlier run's results.json")
 	flag.Parse()
+	if resum != "" {
+		j, err := os.ReadFile(resum)
+		if err != nil {
+			return err
+		}
+		var res results
+		if err := json.Unmarshal(j, &res); err != nil {
+			return fmt.Errorf("%s: %w", resum, err)
+		}
+		fmt.Print(summary(&res))
+		return nil
+	}
 	if runs < 1 || runs > 10 || bindings < 1000 || bindings > 2000000 || memProcs < 1 || memProcs > 16 {
 		return errors.New("-runs 1..10, -bindings 1000..2000000, -mem-procs 1..16")
 	}

@@ -134,8 +134,8 @@ func passText(s stepResult) string {
 }
 
 // ramp raises the rate along the ladder until a step fails, then confirms
-// the highest passing rate with a longer run (stepping down if that run
-// fails, at most three times).
+// the highest passing rate with a longer run, stepping down the ladder
+// while the confirming run fails (at most six times).
 func (b *bench) ramp(ctx context.Context, srv server, kind, tag string) (rampResult, error) {
 	rr := rampResult{Server: srv.Name(), Kind: kind}
 	i := slices.Index(ladder, startRate[kind])
@@ -157,7 +157,7 @@ func (b *bench) ramp(ctx context.Context, srv server, kind, tag string) (rampRes
 		}
 		i-- // the start rate failed: go down
 	}
-	for try := 0; best >= 0 && try < 3; try++ {
+	for try := 0; best >= 0 && try < 6; try++ {
 		st, _, err := b.step(ctx, srv, kind, ladder[best], b.confirmDur, fmt.Sprintf("%sc%d", tag, try), false)
 		if err != nil {
 			return rr, err

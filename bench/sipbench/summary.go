@@ -85,6 +85,32 @@ func summary(res *results) string {
 			}
 		}
 		w("")
+		w("Server CPU per operation at the same offered rate (passing ramp steps, median over runs):")
+		w("")
+		w("| test | rate | edged | kamailio | ratio |")
+		w("|---|---|---|---|---|")
+		for _, kind := range []string{kindReg, kindCall} {
+			for _, rate := range ladder {
+				per := map[string][]float64{}
+				for _, r := range res.Ramps {
+					if r.Kind != kind {
+						continue
+					}
+					for _, st := range r.Steps {
+						if st.Rate == rate && st.Pass {
+							per[r.Server] = append(per[r.Server], float64(st.CPUPerOp()))
+						}
+					}
+				}
+				if len(per["edged"]) == 0 || len(per["kamailio"]) == 0 {
+					continue
+				}
+				e, k := median(per["edged"]), median(per["kamailio"])
+				w("| %s | %d | %v | %v | %s |", kind, rate, time.Duration(e).Round(time.Microsecond),
+					time.Duration(k).Round(time.Microsecond), ratio(e, k))
+			}
+		}
+		w("")
 		w("### Every step")
 		w("")
 		w("| server | test | rate | s | result | retrans | server CPU/op | SIPp cores |")
