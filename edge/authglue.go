@@ -53,7 +53,11 @@ func newAuthenticator(cfg AuthConfig, log *slog.Logger, _ prometheus.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	a, err := auth.New(auth.Config{Realm: cfg.Realm, Secret: cfg.Secret}, subs,
+	acfg := auth.Config{Realm: cfg.Realm, Secret: cfg.Secret}
+	for _, alg := range cfg.Algorithms {
+		acfg.Algorithms = append(acfg.Algorithms, auth.Algorithm(alg))
+	}
+	a, err := auth.New(acfg, subs,
 		auth.WithLogger(log.With("component", "auth")))
 	if err != nil {
 		return nil, err

@@ -107,6 +107,10 @@ type AuthConfig struct {
 	// or a REGISTER landing on another node than its challenge is
 	// challenged again. Default: random per process; at least 16 bytes.
 	Secret string `yaml:"secret"`
+	// Algorithms lists the digest algorithms offered, in order of
+	// preference: "SHA-256", "MD5". Default SHA-256 then MD5. Phones that
+	// take the first challenge even when they only do MD5 need MD5 first.
+	Algorithms []string `yaml:"algorithms"`
 }
 
 // Timeouts of forwarded requests.
@@ -289,6 +293,17 @@ func (a *AuthConfig) validate() error {
 	}
 	if a.Secret != "" && len(a.Secret) < 16 {
 		return bad("secret", "at least 16 bytes when set")
+	}
+	seen := map[string]bool{}
+	for i, alg := range a.Algorithms {
+		up := strings.ToUpper(alg)
+		if up != "MD5" && up != "SHA-256" {
+			return bad(fmt.Sprintf("algorithms[%d]", i), "%q is not MD5 or SHA-256", alg)
+		}
+		if seen[up] {
+			return bad(fmt.Sprintf("algorithms[%d]", i), "%s listed twice", alg)
+		}
+		seen[up] = true
 	}
 	return nil
 }

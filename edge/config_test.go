@@ -2,6 +2,7 @@ package edge
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +42,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"listeners[1].cert_file", func(c *Config) { c.Listeners = append(c.Listeners, Listener{Transport: "tls", Addr: "127.0.0.1:5061"}) }},
 		{"domains[0]", func(c *Config) { c.Domains = []string{"bad domain"} }},
 		{"auth.subscribers_file", func(c *Config) { c.Auth.Enabled = true }},
+		{"auth.algorithms[1]", func(c *Config) {
+			c.Auth = AuthConfig{Enabled: true, SubscribersFile: os.DevNull, Algorithms: []string{"MD5", "SHA-512"}}
+		}},
 		{"forking", func(c *Config) { c.Forking = "random" }},
 		{"upstreams[0].addr", func(c *Config) { c.Upstreams = []upstream.Target{{Addr: "core"}} }},
 		{"upstream_health.down_after", func(c *Config) { c.UpstreamHealth.DownAfter = -2 }},

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -117,6 +118,10 @@ func New(cfg Config, subs Subscribers, opts ...Option) (*Authenticator, error) {
 	}
 	cfg = cfg.withDefaults()
 	cfg.Realm = strings.ToLower(cfg.Realm)
+	cfg.Algorithms = slices.Clone(cfg.Algorithms)
+	for i, alg := range cfg.Algorithms {
+		cfg.Algorithms[i], _ = parseAlgorithm(string(alg)) // canonical spelling
+	}
 	a := &Authenticator{
 		cfg:   cfg,
 		subs:  subs,
@@ -185,7 +190,7 @@ func (a *Authenticator) Check(req *sip.Request, src string, proxy bool) Result {
 		return a.challenge(req, proxy, realm, identity, false, "no credentials")
 	}
 	alg, ok := parseAlgorithm(c.algorithm)
-	if !ok {
+	if !ok || !slices.Contains(a.cfg.Algorithms, alg) {
 		return a.challenge(req, proxy, realm, identity, false, "unsupported algorithm "+c.algorithm)
 	}
 	if !strings.EqualFold(c.qop, "auth") || c.cnonce == "" || !isHex(c.nc, 8) {
@@ -281,8 +286,8 @@ func (a *Authenticator) credentials(req *sip.Request, proxy bool, realm string) 
 	return nil, nil
 }
 
-// challenge answers 401/407 with one challenge per algorithm the user can
-// use, SHA-256 first (RFC 8760 §2.4: in order of preference). For an
+// challenge answers 401/407 with one challenge per configured algorithm the
+// user can use, in the configured order of preference (RFC 8760 §2.4). For an
 // unknown user both are offered, so the answer does not reveal which users
 // exist.
 func (a *Authenticator) challenge(req *sip.Request, proxy bool, realm, user string, stale bool, why string) Result {
@@ -298,8 +303,14 @@ func (a *Authenticator) challenge(req *sip.Request, proxy bool, realm, user stri
 	}
 	res := sip.NewResponseFromRequest(req, code, reason, nil)
 	md5, sha, known := a.subs.Lookup(user, realm)
-	for _, alg := range []Algorithm{SHA256, MD5} {
-		if known && ((alg == SHA256 && sha == "") || (alg == MD5 && md5 == "")) {
+	usable := func(alg Algorithm) bool {
+		return !known || (alg == SHA256 && sha != "") || (alg == MD5 && md5 != "")
+	}
+	// A user with no HA1 for any configured algorithm still gets every
+	// challenge (and fails), rather than a 401 with nothing to answer.
+	anyUsable := slices.ContainsFunc(a.cfg.Algorithms, usable)
+	for _, alg := range a.cfg.Algorithms {
+		if anyUsable && !usable(alg) {
 			continue
 		}
 		v := fmt.Sprintf(`Digest realm="%s", nonce="%s", algorithm=%s, qop="auth"`, realm, nonce, alg)

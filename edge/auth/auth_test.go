@@ -152,6 +152,34 @@ func TestChallenge(t *testing.T) {
 	}
 }
 
+// TestAlgorithmOrder: the configured order is the order of the challenges
+// (phones that take the first one need MD5 first), and an algorithm left
+// out is neither offered nor accepted.
+func TestAlgorithmOrder(t *testing.T) {
+	clk := &fakeClock{t: t0}
+	a := newAuth(t, Config{Algorithms: []Algorithm{"md5", SHA256}}, clk)
+	req := request(t, "REGISTER", "alice")
+	ch := challengeParams(t, a.Check(req, src, false).Response, "WWW-Authenticate")
+	if len(ch) != 2 || ch[0]["algorithm"] != "MD5" || ch[1]["algorithm"] != "SHA-256" {
+		t.Fatalf("challenges %v", ch)
+	}
+	only := newAuth(t, Config{Algorithms: []Algorithm{SHA256}}, clk)
+	ch = challengeParams(t, only.Check(req, src, false).Response, "WWW-Authenticate")
+	if len(ch) != 1 || ch[0]["algorithm"] != "SHA-256" {
+		t.Fatalf("SHA-256 only: challenges %v", ch)
+	}
+	res := only.Check(withAuth(req, "Authorization", answer(MD5, "alice", "example.com", "wonderland", ch[0]["nonce"], 1, "REGISTER")), src, false)
+	if res.Outcome != Challenge {
+		t.Fatalf("MD5 credentials accepted with MD5 off: %v %s", res.Outcome, res.Reason)
+	}
+	// A user with only an MD5 HA1 still gets a challenge to fail on, not
+	// an empty 401.
+	ch = challengeParams(t, only.Check(request(t, "REGISTER", "old"), src, false).Response, "WWW-Authenticate")
+	if len(ch) != 1 || ch[0]["algorithm"] != "SHA-256" {
+		t.Fatalf("MD5-only user with SHA-256 only: challenges %v", ch)
+	}
+}
+
 func TestAuthenticate(t *testing.T) {
 	for _, tc := range []struct {
 		alg    Algorithm
@@ -437,7 +465,8 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []Config{{Secret: "short"}, {NonceTTL: time.Millisecond}, {MaxFailures: -1},
-		{FailWindow: -time.Second}, {NonceCache: -1}} {
+		{FailWindow: -time.Second}, {NonceCache: -1}, {Algorithms: []Algorithm{"SHA-512"}},
+		{Algorithms: []Algorithm{MD5, "md5"}}} {
 		if c.Validate() == nil {
 			t.Errorf("%+v accepted", c)
 		}

@@ -41,6 +41,13 @@ type Config struct {
 	// Evicting the least recently seen source loses its count, so an
 	// attacker with more addresses than this is throttled less.
 	MaxSources int `yaml:"max_sources"`
+	// Algorithms are the digest algorithms offered, one challenge each, in
+	// order of preference; credentials for an algorithm not listed are
+	// challenged again. Default SHA-256 then MD5 (RFC 8760 §2.4). Many
+	// phones (and SIPp) answer the first challenge they can parse even if
+	// they only do MD5, so put MD5 first for such a fleet, or list only
+	// SHA-256 to retire MD5.
+	Algorithms []Algorithm `yaml:"algorithms"`
 }
 
 // DefaultConfig returns the defaults spelled out (Secret stays empty:
@@ -53,6 +60,7 @@ func DefaultConfig() Config {
 		BlockFor:    300 * time.Second,
 		NonceCache:  1 << 16,
 		MaxSources:  1 << 16,
+		Algorithms:  []Algorithm{SHA256, MD5},
 	}
 }
 
@@ -76,6 +84,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxSources == 0 {
 		c.MaxSources = d.MaxSources
 	}
+	if len(c.Algorithms) == 0 {
+		c.Algorithms = d.Algorithms
+	}
 	return c
 }
 
@@ -85,6 +96,16 @@ func (c Config) Validate() error {
 	var errs []error
 	if c.NonceTTL < time.Second {
 		errs = append(errs, fmt.Errorf("auth: nonce_ttl %v: at least 1s", c.NonceTTL))
+	}
+	seen := map[Algorithm]bool{}
+	for i, a := range c.Algorithms {
+		alg, ok := parseAlgorithm(string(a))
+		if !ok || a == "" {
+			errs = append(errs, fmt.Errorf("auth: algorithms[%d]: %q is not MD5 or SHA-256", i, a))
+		} else if seen[alg] {
+			errs = append(errs, fmt.Errorf("auth: algorithms[%d]: %s listed twice", i, a))
+		}
+		seen[alg] = true
 	}
 	if c.Secret != "" && len(c.Secret) < 16 {
 		errs = append(errs, errors.New("auth: secret: at least 16 bytes"))
