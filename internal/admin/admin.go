@@ -41,6 +41,7 @@ type Server struct {
 	drainer Drainer
 	cps     CPS
 	bgp     BGP
+	loc     Location
 }
 
 // Option sets an optional dependency or setting of a Server.

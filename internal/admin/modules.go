@@ -141,6 +141,7 @@ func (s *Server) moduleRoutes() {
 	}))
 	s.handle("GET", "/v1/cps/top", s.withCPS(s.cpsTop))
 	s.handle("POST", "/v1/cps/rate", s.authorized(s.withCPS(s.cpsSetRate)))
+	s.handle("GET", "/v1/location/{aor}", s.location)
 	s.handle("GET", "/v1/bgp/peers", s.withBGP(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, orEmpty(s.bgp.Peers()))
 	}))

@@ -356,6 +356,9 @@ func (d *Daemon) adminOptions() []admin.Option {
 	if d.speaker != nil {
 		opts = append(opts, admin.WithBGP(bgpAPI{d.speaker, *d.cfg.BGP}))
 	}
+	if d.geo != nil {
+		opts = append(opts, admin.WithLocation(d.geo))
+	}
 	return opts
 }
 
