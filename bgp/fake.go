@@ -16,6 +16,7 @@ type Fake struct {
 	peers    []PeerStatus
 	failNext error
 	closed   bool
+	peerCfgs []PeerConfig
 }
 
 // NewFake returns a fake whose Peers reports peers.
@@ -104,4 +105,32 @@ func (f *Fake) Closed() bool {
 	return f.closed
 }
 
-var _ Speaker = (*Fake)(nil)
+var (
+	_ Speaker     = (*Fake)(nil)
+	_ PeerUpdater = (*Fake)(nil)
+	_ PeerUpdater = (*GoBGP)(nil)
+)
+
+// UpdatePeers implements PeerUpdater: it records peers (validated) and
+// reports what changed against the previous call's list.
+func (f *Fake) UpdatePeers(_ context.Context, peers []PeerConfig) (PeerChanges, error) {
+	check := Config{ASN: 64512, RouterID: "192.0.2.1", Peers: slices.Clone(peers)}
+	if err := check.Validate(); err != nil {
+		return PeerChanges{}, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return PeerChanges{}, ErrClosed
+	}
+	ch := DiffPeers(f.peerCfgs, check.Peers)
+	f.peerCfgs = check.Peers
+	return ch, nil
+}
+
+// PeerConfigs returns the peers of the last UpdatePeers.
+func (f *Fake) PeerConfigs() []PeerConfig {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.peerCfgs)
+}

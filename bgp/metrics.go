@@ -39,6 +39,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 
 func (m *metrics) peerAdded(peer string) { m.sessionUp.WithLabelValues(peer).Set(0) }
 
+// peerRemoved drops the series of a router no longer configured.
+func (m *metrics) peerRemoved(peer string) { m.sessionUp.DeleteLabelValues(peer) }
+
 func (m *metrics) sessionChanged(peer string, established bool) {
 	v := 0.0
 	if established {

@@ -78,11 +78,20 @@ func diff(have, want map[netip.Prefix]Advertisement) (announce, withdraw []Adver
 	return announce, withdraw
 }
 
+// setIBGP records whether some peer is iBGP now (peers changed).
+func (n *announcer) setIBGP(ibgp bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.ibgp = ibgp
+}
+
 func (n *announcer) set(ctx context.Context, advs []Advertisement) error {
 	want, err := desired(advs)
 	if err != nil {
 		return err
 	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	if n.ibgp {
 		for _, a := range want {
 			if a.Prepend > 0 {
@@ -90,8 +99,6 @@ func (n *announcer) set(ctx context.Context, advs []Advertisement) error {
 			}
 		}
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.closed {
 		return ErrClosed
 	}
