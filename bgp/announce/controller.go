@@ -124,7 +124,8 @@ func New(cfg Config, d Deps, opts ...Option) (*Controller, error) {
 // It leaves the announced set as it is when it returns: call Shutdown
 // first to withdraw.
 func (c *Controller) Run(ctx context.Context) error {
-	t := time.NewTicker(c.cfg.PollInterval)
+	every := c.pollInterval()
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		c.step()
@@ -134,7 +135,44 @@ func (c *Controller) Run(ctx context.Context) error {
 		case <-t.C:
 		case <-c.wake:
 		}
+		if p := c.pollInterval(); p != every { // reconfigured
+			every = p
+			t.Reset(every)
+		}
 	}
+}
+
+func (c *Controller) pollInterval() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg.PollInterval
+}
+
+// Reconfigure applies a new config and new anycast prefixes (the bgp
+// section's) at run time, for a config reload: prefixes added, removed
+// or with a new policy (region MED, communities, prepend) are announced,
+// withdrawn or replaced in place by the speaker's declarative Set, and
+// unchanged ones are not sent again. The drain phase is kept. cfg is
+// validated first; on error nothing changes.
+func (c *Controller) Reconfigure(cfg Config, prefixes []bgp.Advertisement) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if err := cfg.CheckPrefixes(prefixes); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	c.cfg = cfg
+	c.deps.Prefixes = slices.Clone(prefixes)
+	c.mach.Reconfigure(now, cfg, cfg.Apply(c.deps.Region, prefixes))
+	c.applyLocked(now)
+	c.Poke()
+	if !c.appliedOK {
+		return errors.New("announce: " + c.lastErr + " (retried at every poll)")
+	}
+	return nil
 }
 
 // Poke makes Run poll at once, for callers that learn of a change (a
@@ -217,9 +255,12 @@ func (c *Controller) Shutdown(ctx context.Context) error {
 	} else {
 		c.log.Info("shutdown: every path withdrawn; waiting for in-flight transactions")
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.ShutdownTimeout)
+	c.mu.Lock()
+	timeout, every := c.cfg.ShutdownTimeout, c.cfg.PollInterval
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	t := time.NewTicker(c.cfg.PollInterval)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		n := c.deps.Load().InFlight

@@ -137,6 +137,17 @@ func (m *Machine) NeedsLoad() bool { return m.phase == PhaseShifting || m.phase 
 // Tick lets timeouts expire.
 func (m *Machine) Tick(now time.Time) { m.advance(now) }
 
+// Reconfigure replaces the config (a validated one) and the anycast
+// prefixes with their region policy applied (a config reload). The drain
+// phase and the health history are kept: a reload neither undrains nor
+// restarts the hold-down. The caller applies Advertisements as usual, and
+// the speaker sends only what changed.
+func (m *Machine) Reconfigure(now time.Time, cfg Config, anycast []bgp.Advertisement) {
+	m.cfg = cfg
+	m.anycast = slices.Clone(anycast)
+	m.advance(now)
+}
+
 // SetExtra sets extra advertisements, the /32 and /128 of the L3 VIPs the
 // node owns. They are announced while the listeners are up and the node
 // is not shutting down, whatever the drain phase: the node keeps a VIP
