@@ -198,18 +198,8 @@ func New(cfg Config, self uint32, region string, opts ...Option) (*Limiter, erro
 		r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), uint64(self)))
 		l.rnd = r.Float64
 	}
-	idle := int64(cfg.KeyIdle / cfg.Slot)
 	for i, lc := range cfg.Limits {
-		lim := &limit{
-			idx: i, name: lc.Name, cfg: lc, algo: lc.Algorithm, sel: lc.Selector, region: lc.Region,
-			w: int(lc.Window / cfg.Slot), secs: lc.Window.Seconds(), code: lc.Response.Code,
-			retry: max(lc.Response.RetryAfter, 0), rate: lc.Rate, share: 1,
-		}
-		if lc.Selector == Global {
-			lim.global = newCounter("", lim.w+1, true)
-		} else {
-			lim.keys = newKeyTable(cfg.MaxKeys, idle, lim.w+1)
-		}
+		lim := newLimit(cfg, i, lc)
 		l.limits = append(l.limits, lim)
 		l.byName[lc.Name] = lim
 	}
