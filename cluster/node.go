@@ -108,6 +108,7 @@ type dialState struct {
 	busy    bool
 	next    time.Time
 	backoff time.Duration
+	peer    uint32 // the node the last successful dial reached
 }
 
 // New validates cfg and builds a node. Register capabilities, then Start.
@@ -383,6 +384,15 @@ func (n *Node) dialTargets(now time.Time) {
 			linked[m.ClusterAddr] = true
 		}
 	}
+	// An address whose dial reached a node that is still linked counts
+	// as linked even before that node's LSA arrives (it names the
+	// address): otherwise a loop slow to read the peer's first frames
+	// dials it again, and replacing the link makes the pair flap.
+	for a, d := range n.dials {
+		if d.peer != 0 && n.links[d.peer] != nil {
+			linked[a] = true
+		}
+	}
 	var addrs []string
 	for _, j := range n.cfg.Join {
 		if !linked[j] {
@@ -421,12 +431,13 @@ func (n *Node) dial(addr string) {
 		case <-ctx.Done():
 		}
 	}()
-	_, err := n.tr.Dial(ctx, addr)
+	l, err := n.tr.Dial(ctx, addr)
 	n.do(func() {
 		d := n.dials[addr]
 		d.busy = false
 		if err == nil {
 			d.backoff = 100 * time.Millisecond
+			d.peer = l.Peer().NodeID
 			return
 		}
 		var ref *transport.RefusedError

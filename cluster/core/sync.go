@@ -192,8 +192,12 @@ func (c *Core) abortSync(name string, cs *capState, tell bool) {
 		var w wire.Writer
 		w.U64(cs.req)
 		c.route(c.sysFrame(wire.MsgSyncAbort, cs.donor, w.B))
+		// A donor that stalled or gave up is skipped for a while; one
+		// that merely became unreachable (peerGone) may be asked again as
+		// soon as it is back, or a flap of the only donor would stall the
+		// join for 2×SyncTimeout.
+		cs.avoid[cs.donor] = c.now
 	}
-	cs.avoid[cs.donor] = c.now
 	cs.donor, cs.req = 0, 0
 	c.setState(name, cs, Pending)
 }
@@ -271,6 +275,7 @@ func (c *Core) onSync(f *wire.Frame, r *wire.Reader) {
 		delete(c.streams, req)
 		for _, name := range c.capNames {
 			if cs := c.caps[name]; cs.state == Syncing && cs.req == req {
+				cs.avoid[cs.donor] = c.now // it refused: try another first
 				c.abortSync(name, cs, false)
 			}
 		}

@@ -494,6 +494,37 @@ func TestSyncAbortedReceiverAvoidsThatDonor(t *testing.T) {
 	}
 }
 
+// TestSyncRetriesADonorThatFlapped: a donor that was only unreachable for
+// a moment (a link replaced under it) is asked again as soon as it is
+// back. Avoiding it as if it had refused stalled joins for 2×SyncTimeout
+// when it was the only donor.
+func TestSyncRetriesADonorThatFlapped(t *testing.T) {
+	t0 := labEpoch
+	r := New(syncConfig(1, "r1"), t0)
+	r.Register((&logCap{name: "log"}).capability(true))
+	neighbour(r, t0, peerMeta(2, "r1", "log"), 10, 1)
+	r.Ready()
+	r.Tick(t0)
+	if n := len(sendsOf(r.Ready(), wire.MsgSyncRequest)); n != 1 {
+		t.Fatalf("%d sync requests, want 1", n)
+	}
+	t1 := t0.Add(10 * time.Millisecond)
+	r.LinkDown(t1, 2)
+	if st := stateOf(r, "log"); st != Pending {
+		t.Fatalf("state %v with the donor gone, want pending", st)
+	}
+	r.Ready()
+	t2 := t1.Add(10 * time.Millisecond)
+	neighbour(r, t2, peerMeta(2, "r1", "log"), 11, 1)
+	r.Tick(t2)
+	if n := len(sendsOf(r.Ready(), wire.MsgSyncRequest)); n != 1 {
+		t.Fatalf("%d sync requests once the donor is back, want 1 at once", n)
+	}
+	if ci := capInfo(r, "log"); ci.State != Syncing || ci.Donor != 2 {
+		t.Fatalf("receiver %+v, want syncing from 2", ci)
+	}
+}
+
 func TestSyncChunkFitsInAFrame(t *testing.T) {
 	// The largest chunk size the shell accepts, and records smaller than
 	// their own length prefix (ids, flags).
