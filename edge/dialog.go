@@ -84,7 +84,7 @@ func (s *Server) handleInDialog(r *request) {
 		r.tx.reply(sip.StatusForbidden, "Not On Route Set")
 		return
 	}
-	s.px.Forward(r.ctx, dr.fwd, r.tx, proxy.Plan{
+	s.px.Forward(r.ctx, dr.fwd, s.inDialogTx(r), proxy.Plan{
 		Groups:   [][]proxy.Target{{dr.target}},
 		In:       r.in.ps,
 		Loop:     r.loop,

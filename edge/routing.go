@@ -52,6 +52,10 @@ func (s *Server) handleInitial(r *request) {
 			return
 		}
 	}
+	if !s.beginDialog(r) {
+		return
+	}
+	defer s.endDialog(r)
 	if local {
 		s.routeLocal(r)
 		return
@@ -126,7 +130,7 @@ func (s *Server) routeLocal(r *request) {
 		FailCode:    sip.StatusTemporarilyUnavailable,
 	}
 	s.done(r)
-	s.px.Forward(r.ctx, req, r.tx, plan)
+	s.px.Forward(r.ctx, req, s.dialogTx(r), plan)
 }
 
 // bindingGroups turns bindings into proxy targets, forked in parallel (one
@@ -248,7 +252,7 @@ func (s *Server) routeUpstream(r *request) {
 		},
 	}
 	s.done(r)
-	s.px.Forward(r.ctx, r.req, r.tx, plan)
+	s.px.Forward(r.ctx, r.req, s.dialogTx(r), plan)
 }
 
 // failover: an upstream that timed out, could not be reached or is

@@ -75,6 +75,10 @@ type Hooks struct {
 	// by the node that relayed it, is served from local bindings only and
 	// is never relayed again (no loops between nodes).
 	RelayPeer func(src netip.Addr) bool
+	// Dialogs keeps call state (dialogs.go): new INVITEs, their
+	// responses and in-dialog requests are reported to it, and an INVITE
+	// over the caller's concurrent-call limit gets 486.
+	Dialogs DialogTracker
 }
 
 // RelayHeader marks a request that a node relayed to a binding's home
