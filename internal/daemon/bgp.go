@@ -24,8 +24,8 @@ func WithSpeakerFactory(f SpeakerFactory) Option { return func(d *Daemon) { d.ne
 
 // bgpAPI is the admin API's view of the speaker.
 type bgpAPI struct {
-	sp  bgp.Speaker
-	cfg bgp.Config
+	sp    bgp.Speaker
+	peers func() []bgp.PeerConfig // the configured routers, as reloaded
 }
 
 func (a bgpAPI) Peers() []admin.BGPPeer {
@@ -47,7 +47,7 @@ func (a bgpAPI) Peers() []admin.BGPPeer {
 // those with an established session that carries the prefix's family.
 func (a bgpAPI) Routes() []admin.BGPRoute {
 	families := map[string][]string{}
-	for _, p := range a.cfg.Peers {
+	for _, p := range a.peers() {
 		families[p.Address] = p.Families
 	}
 	var up []bgp.PeerStatus

@@ -26,7 +26,7 @@ func TestBGPRoutesView(t *testing.T) {
 		{Address: v6.String(), Families: []string{bgp.IPv6Unicast, bgp.IPv4Unicast}},
 		{Address: down.String(), Families: []string{bgp.IPv4Unicast}},
 	}}
-	api := bgpAPI{sp, cfg}
+	api := bgpAPI{sp, func() []bgp.PeerConfig { return cfg.Peers }}
 	if r := api.Routes(); len(r) != 0 {
 		t.Errorf("routes before any Set = %+v", r)
 	}

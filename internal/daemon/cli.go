@@ -61,7 +61,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...
 		fmt.Fprintln(stderr, "edged:", err)
 		return 1
 	}
-	d, err := New(cfg, append([]Option{WithLogOutput(stderr)}, opts...)...)
+	d, err := New(cfg, append([]Option{WithLogOutput(stderr), WithConfigPath(*path)}, opts...)...)
 	if err != nil {
 		fmt.Fprintln(stderr, "edged:", err)
 		return 1

@@ -93,6 +93,8 @@ type Daemon struct {
 
 	sipStarted bool
 
+	rl reloadState // SIGHUP: see reload.go
+
 	bg sync.WaitGroup // goroutines Run starts besides the node's
 }
 
@@ -121,12 +123,17 @@ func New(cfg *config.Config, opts ...Option) (*Daemon, error) {
 		o(d)
 	}
 	// No "node" attribute here: the cluster logs other nodes under that key.
-	d.log = NewLogger(d.logOut, cfg.Log)
+	d.rl.level = new(slog.LevelVar)
+	d.rl.level.Set(cfg.Log.SlogLevel())
+	d.log = newLogger(d.logOut, cfg.Log.Format, d.rl.level)
 	reg, err := NewRegistry(d.version)
 	if err != nil {
 		return nil, err
 	}
 	d.reg = reg
+	if err := d.initReload(); err != nil {
+		return nil, err
+	}
 	// The cluster package names its own components in its log lines.
 	ccfg := cfg.Cluster
 	// A node drained before it stopped joins drained: it must not win a
@@ -192,8 +199,14 @@ func (d *Daemon) build() error {
 
 // NewLogger builds the daemon's logger from the log section.
 func NewLogger(w io.Writer, c config.LogConfig) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: c.SlogLevel()}
-	if c.Format == "json" {
+	return newLogger(w, c.Format, c.SlogLevel())
+}
+
+// newLogger builds a logger whose level may be a *slog.LevelVar, which a
+// reload changes.
+func newLogger(w io.Writer, format string, level slog.Leveler) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
@@ -354,7 +367,7 @@ func (d *Daemon) adminOptions() []admin.Option {
 		opts = append(opts, admin.WithCPS(cpsAPI{d.cps}))
 	}
 	if d.speaker != nil {
-		opts = append(opts, admin.WithBGP(bgpAPI{d.speaker, *d.cfg.BGP}))
+		opts = append(opts, admin.WithBGP(bgpAPI{d.speaker, func() []bgp.PeerConfig { return d.liveConfig().BGP.Peers }}))
 	}
 	if d.geo != nil {
 		opts = append(opts, admin.WithLocation(d.geo))
@@ -424,20 +437,4 @@ func (d *Daemon) shutdown(srv *http.Server, stopNode context.CancelFunc, nodeErr
 	}
 	d.log.Info("edged stopped")
 	return errors.Join(errs...)
-}
-
-// reload applies what can change without a restart (SIGHUP). A bad file
-// keeps the old state.
-func (d *Daemon) reload() {
-	sdNotify("RELOADING=1")
-	defer sdNotify("READY=1")
-	if d.sip == nil {
-		d.log.Info("reload: nothing to reload")
-		return
-	}
-	if err := d.sip.ReloadSubscribers(); err != nil {
-		d.log.Error("reload: subscribers kept as they were", "err", err)
-		return
-	}
-	d.log.Info("reload: subscribers reloaded")
 }
