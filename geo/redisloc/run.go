@@ -1,0 +1,150 @@
+package redisloc
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// failsToDown is how many consecutive failed health checks mark the cluster
+// unreachable: one lost check (a dropped packet, a GC pause) must not
+// withdraw the node's routes.
+const failsToDown = 2
+
+// Run checks the cluster's health, flushes the home index and reaps the
+// AoRs homed here that have a binding due, every ReapInterval, until ctx
+// ends. The first check runs at once.
+func (s *Store) Run(ctx context.Context) error {
+	t := time.NewTicker(s.cfg.ReapInterval)
+	defer t.Stop()
+	for {
+		s.Tick(ctx)
+		select {
+		case <-ctx.Done():
+			// Keep what this node learnt: a restart reaps from it.
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
+			_ = s.flush(fctx)
+			cancel()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Tick runs one round of Run: health check, index flush (and its size,
+// for Len), reap.
+func (s *Store) Tick(ctx context.Context) {
+	s.check(ctx)
+	if err := s.flush(ctx); err != nil {
+		s.log.Debug("location: home index flush failed", "err", err)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	if n, err := s.rdb.ZCard(cctx, s.indexKey()).Result(); err == nil {
+		s.home.Store(n)
+		s.m.homeAoRs.Set(float64(n))
+	}
+	cancel()
+	if n, err := s.Reap(ctx); err != nil {
+		s.log.Debug("location: reap failed", "err", err)
+	} else if n > 0 {
+		s.log.Debug("location: reaped", "aors", n)
+	}
+}
+
+// check asks a cluster node for CLUSTER INFO: reachable while it answers
+// cluster_state:ok.
+func (s *Store) check(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	info, err := s.rdb.ClusterInfo(cctx).Result()
+	ok := err == nil && strings.Contains(info, "cluster_state:ok")
+	switch {
+	case ok:
+		s.fail.Store(0)
+		if !s.up.Swap(true) {
+			s.log.Info("location: redis cluster reachable")
+		}
+		s.m.up.Set(1)
+	case s.fail.Add(1) >= failsToDown || !s.up.Load():
+		if s.up.Swap(false) {
+			s.log.Warn("location: redis cluster unreachable", "err", err, "state_ok", ok)
+		}
+		s.m.up.Set(0)
+	}
+}
+
+// flush writes the buffered home index updates: one ZADD and one ZREM on
+// the index key. On failure they are kept for the next round.
+func (s *Store) flush(ctx context.Context) error {
+	s.idx.mu.Lock()
+	if len(s.idx.pending) == 0 {
+		s.idx.mu.Unlock()
+		return nil
+	}
+	batch := s.idx.pending
+	s.idx.pending = make(map[string]int64, len(batch))
+	s.idx.mu.Unlock()
+
+	var add []redis.Z
+	var rem []any
+	for aor, at := range batch {
+		if at == 0 {
+			rem = append(rem, aor)
+		} else {
+			add = append(add, redis.Z{Score: float64(at), Member: aor})
+		}
+	}
+	fctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	defer cancel()
+	_, err := s.rdb.Pipelined(fctx, func(p redis.Pipeliner) error {
+		if len(add) > 0 {
+			p.ZAdd(fctx, s.indexKey(), add...)
+		}
+		if len(rem) > 0 {
+			p.ZRem(fctx, s.indexKey(), rem...)
+		}
+		return nil
+	})
+	if err != nil {
+		// Put back what a newer Save has not replaced meanwhile.
+		s.idx.mu.Lock()
+		for aor, at := range batch {
+			if _, newer := s.idx.pending[aor]; !newer {
+				s.idx.pending[aor] = at
+			}
+		}
+		s.idx.mu.Unlock()
+	}
+	return err
+}
+
+// Reap prunes the AoRs of this node's home index that have a binding due,
+// at most DefaultReapBatch per call, and returns how many it pruned. It
+// reads the index, never the keyspace.
+func (s *Store) Reap(ctx context.Context) (int, error) {
+	rctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
+	due, err := s.rdb.ZRangeByScore(rctx, s.indexKey(), &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(millis(s.clock()), 10), Count: DefaultReapBatch,
+	}).Result()
+	cancel()
+	if err != nil {
+		return 0, err
+	}
+	for i, aor := range due {
+		start := time.Now()
+		if _, err := s.prune(ctx, aor); err != nil {
+			s.m.op("reap", resultError, start)
+			return i, err
+		}
+		s.m.op("reap", resultOK, start)
+		s.m.reaped.Inc()
+	}
+	if len(due) > 0 {
+		return len(due), s.flush(ctx)
+	}
+	return 0, nil
+}
