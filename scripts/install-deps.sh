@@ -4,7 +4,7 @@
 # runs only when something is missing.
 set -euo pipefail
 
-packages=(bird2 sip-tester kamailio iproute2 iptables nftables procps psmisc ca-certificates ansible-core ansible-lint yamllint prometheus curl)
+packages=(bird2 sip-tester kamailio iproute2 iptables nftables procps psmisc ca-certificates ansible-core ansible-lint yamllint prometheus curl redis-server redis-tools)
 
 die() { echo "install-deps: $*" >&2; exit 1; }
 
