@@ -104,6 +104,9 @@ func (s *Server) handleAck(r *request) {
 	dr, ok := s.routeInDialog(r)
 	s.done(r)
 	if !ok {
+		// Perhaps the ACK of a non-2xx answered by another node behind
+		// the same anycast address: that node's transaction absorbs it.
+		s.relayToAll(txAck, r.req)
 		return
 	}
 	if err := s.px.ForwardStateless(dr.fwd, dr.target, r.loop); err != nil {

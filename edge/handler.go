@@ -87,6 +87,14 @@ func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
 		}
 	}()
 	s.m.request(req.Method)
+	if req.IsInvite() {
+		// Before fixVia touches the Via: a CANCEL or ACK relayed from
+		// another node finds the transaction by its key (anycast.go).
+		s.stack.index.addInvite(req, tx)
+		// On CANCEL sipgo answers 487 itself: a final response, so the
+		// transaction must live on to absorb the ACK, not be ended below.
+		tx.OnCancel(func(*sip.Request) { r.tx.final.Store(true) })
+	}
 	fixVia(req)
 	if req.IsInvite() {
 		// At once rather than after sipgo's 200 ms: the UAC stops
@@ -117,7 +125,13 @@ func (s *Server) handle(r *request) {
 	case sip.CANCEL:
 		// A CANCEL matching a pending INVITE never gets here: sipgo's
 		// transaction layer answers it and the proxy cancels the branches.
+		// Behind anycast its INVITE may be on another node: relay it to
+		// every node and answer 200 here (hop by hop; see anycast.go).
 		s.done(r)
+		if s.relayToAll(txCancel, req) {
+			r.tx.reply(sip.StatusOK, "OK")
+			return
+		}
 		r.tx.reply(sip.StatusCallTransactionDoesNotExists, "Call/Transaction Does Not Exist")
 		return
 	}
@@ -202,12 +216,21 @@ func (s *Server) isTrusted(a netip.Addr) bool {
 }
 
 // onStrayResponse handles responses that match no client transaction:
-// a 2xx retransmitted after the transaction ended is forwarded statelessly;
-// anything else not ours is dropped.
+// one whose Via names another node is relayed to that node (and only
+// relayed); a 2xx retransmitted after our transaction ended is forwarded
+// statelessly; anything else not ours is dropped.
 func (s *Server) onStrayResponse(res *sip.Response) {
 	if s.px == nil {
 		return
 	}
+	if s.relayResponse(res) {
+		return
+	}
+	s.absorbResponse(res)
+}
+
+// absorbResponse: a response of this node's with no transaction.
+func (s *Server) absorbResponse(res *sip.Response) {
 	if err := s.px.ForwardResponse(res); err != nil {
 		s.log.Debug("stray response dropped", "status", res.StatusCode, "call_id", callID(res), "error", err)
 	}

@@ -26,6 +26,7 @@ import (
 type stack struct {
 	txl    *sip.TransactionLayer
 	tp     *sip.TransportLayer
+	index  txIndex
 	mu     sync.RWMutex
 	closed bool
 }
@@ -42,7 +43,95 @@ func (s *stack) Request(ctx context.Context, req *sip.Request) (sip.ClientTransa
 	if err != nil {
 		return nil, err // not a typed nil inside the interface
 	}
+	s.index.addClient(tx)
 	return tx, nil
+}
+
+// txIndex finds this node's live transactions by sipgo's keys, so that a
+// response, CANCEL or ACK relayed from another node (anycast.go) reaches
+// its transaction exactly as one read from our socket does: sipgo keeps
+// its own tables private.
+type txIndex struct {
+	mu      sync.Mutex
+	clients map[string]*sip.ClientTx
+	invites map[string]*sip.ServerTx
+}
+
+func (x *txIndex) addClient(tx *sip.ClientTx) {
+	key := tx.Key()
+	x.mu.Lock()
+	if x.clients == nil {
+		x.clients = map[string]*sip.ClientTx{}
+	}
+	x.clients[key] = tx
+	x.mu.Unlock()
+	// The callback only takes our lock: sipgo calls it outside the
+	// transaction's own.
+	if !tx.OnTerminate(func(string, error) { x.removeClient(key, tx) }) {
+		x.removeClient(key, tx)
+	}
+}
+
+func (x *txIndex) removeClient(key string, tx *sip.ClientTx) {
+	x.mu.Lock()
+	if x.clients[key] == tx {
+		delete(x.clients, key)
+	}
+	x.mu.Unlock()
+}
+
+// client is the live client transaction res belongs to, or nil.
+func (x *txIndex) client(res *sip.Response) *sip.ClientTx {
+	key, err := sip.ClientTxKeyMake(res)
+	if err != nil {
+		return nil
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.clients[key]
+}
+
+// addInvite indexes an INVITE server transaction, for a relayed CANCEL or
+// non-2xx ACK.
+func (x *txIndex) addInvite(req *sip.Request, tx *sip.ServerTx) {
+	key := tx.Key()
+	x.mu.Lock()
+	if x.invites == nil {
+		x.invites = map[string]*sip.ServerTx{}
+	}
+	x.invites[key] = tx
+	x.mu.Unlock()
+	if !tx.OnTerminate(func(string, error) { x.removeInvite(key, tx) }) {
+		x.removeInvite(key, tx)
+	}
+}
+
+func (x *txIndex) removeInvite(key string, tx *sip.ServerTx) {
+	x.mu.Lock()
+	if x.invites[key] == tx {
+		delete(x.invites, key)
+	}
+	x.mu.Unlock()
+}
+
+// invite is the INVITE server transaction that a CANCEL or ACK matches
+// (RFC 3261 §9.2, §17.2.3: the INVITE's branch and sent-by), or nil.
+func (x *txIndex) invite(req *sip.Request) *sip.ServerTx {
+	m := req
+	if req.IsCancel() {
+		// sipgo keys by the CSeq method: match as the INVITE would.
+		m = req.Clone()
+		if cs := m.CSeq(); cs != nil {
+			cs.MethodName = sip.INVITE
+		}
+	}
+	key, err := sip.ServerTxKeyMake(m)
+	if err != nil {
+		return nil
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	return x.invites[key]
 }
 
 func (s *stack) WriteRequest(req *sip.Request) error { return s.write(req) }

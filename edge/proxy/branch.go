@@ -101,3 +101,20 @@ func LoopHash(req *sip.Request) uint32 {
 	}
 	return h.Sum32()
 }
+
+// Owner returns the node named by the branch of v when v is a Via of ours:
+// a branch made by Branch, and a sent-by that is one of our sockets (every
+// node serving an anycast address advertises the same one). A response
+// whose owner is another node reached us by mistake and belongs to that
+// node's client transaction.
+func (p *Proxy) Owner(v *sip.ViaHeader) (node uint32, ok bool) {
+	if v == nil {
+		return 0, false
+	}
+	b, _ := v.Params.Get("branch")
+	node, _, ok = ParseBranch(b)
+	if !ok || p.socketOf(v.Host, v.Port, v.Transport) == nil {
+		return 0, false
+	}
+	return node, true
+}

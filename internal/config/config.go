@@ -20,6 +20,7 @@ import (
 	"github.com/anyedge/anyedge/cluster"
 	"github.com/anyedge/anyedge/edge"
 	"github.com/anyedge/anyedge/edge/cps"
+	"github.com/anyedge/anyedge/edge/dialog"
 	"github.com/anyedge/anyedge/geo"
 	"github.com/anyedge/anyedge/vip"
 )
@@ -56,6 +57,12 @@ type Config struct {
 	// and, in cluster.tags, every region's HA tag (geo.tag_prefix +
 	// region). Without it each node keeps its own bindings in memory.
 	Geo *geo.Config `yaml:"geo"`
+	// Dialog keeps call (dialog) state for the calls through the node,
+	// replicated to its region partners (synced on startup), and limits
+	// each authenticated user's concurrent calls (486 past the limit); see
+	// dialog.Config. It needs the sip section. Without it no call state is
+	// kept.
+	Dialog *dialog.Config `yaml:"dialog"`
 }
 
 // LogConfig configures logging.
@@ -139,6 +146,18 @@ func (c *Config) validate() error {
 				return &fieldError{key: "cluster." + fe.Key, msg: fe.Err}
 			}
 			return &fieldError{key: "cluster.tags", msg: err.Error()}
+		}
+	}
+	if c.Dialog != nil {
+		if c.SIP == nil {
+			return &fieldError{key: "dialog", msg: "needs the sip section: it tracks SIP calls"}
+		}
+		if err := c.Dialog.Validate(); err != nil {
+			var fe *cluster.FieldError
+			if errors.As(err, &fe) {
+				return &fieldError{key: "dialog." + fe.Key, msg: fe.Err}
+			}
+			return &fieldError{key: "dialog", msg: err.Error()}
 		}
 	}
 	if c.CPS != nil {
