@@ -79,6 +79,10 @@ type Hooks struct {
 	// responses and in-dialog requests are reported to it, and an INVITE
 	// over the caller's concurrent-call limit gets 486.
 	Dialogs DialogTracker
+	// TxRelay carries responses, CANCELs and ACKs that reached this node
+	// but belong to another node's transaction (anycast.go); nil: they
+	// are dropped and counted as before.
+	TxRelay TxRelay
 }
 
 // RelayHeader marks a request that a node relayed to a binding's home
@@ -101,6 +105,9 @@ type Server struct {
 	node  uint32
 	hooks Hooks
 	m     *metrics
+	txm   *txMetrics
+	// txSlots bounds the relayed messages handled at once.
+	txSlots chan struct{}
 
 	registrar *registrar.Registrar
 	auth      authenticator // nil: auth disabled
@@ -165,6 +172,8 @@ func New(cfg Config, store location.Store, opts ...Option) (*Server, error) {
 		s.reg = prometheus.NewRegistry()
 	}
 	s.m = newMetrics(s.reg, store)
+	s.txm = newTxMetrics(s.reg)
+	s.txSlots = make(chan struct{}, maxTxInjecting)
 	for _, t := range cfg.Trusted {
 		p, _ := parseCIDR(t)
 		s.trusted = append(s.trusted, p)

@@ -4,7 +4,7 @@
 // struct of the package it configures (the `cluster:` section is
 // cluster.Config), so that a package's defaults and validation live with the
 // package and the daemon only adds file names, key paths and line numbers to
-// the errors. Sections still to come: location.
+// the errors.
 package config
 
 import (
@@ -57,6 +57,10 @@ type Config struct {
 	// and, in cluster.tags, every region's HA tag (geo.tag_prefix +
 	// region). Without it each node keeps its own bindings in memory.
 	Geo *geo.Config `yaml:"geo"`
+	// Location chooses where bindings live: user-facing (memory, the
+	// default) or db-driven (a Redis Cluster shared by the site's nodes);
+	// see LocationConfig.
+	Location LocationConfig `yaml:"location"`
 	// Dialog keeps call (dialog) state for the calls through the node,
 	// replicated to its region partners (synced on startup), and limits
 	// each authenticated user's concurrent calls (486 past the limit); see
@@ -159,6 +163,9 @@ func (c *Config) validate() error {
 			}
 			return &fieldError{key: "dialog", msg: err.Error()}
 		}
+	}
+	if err := c.validateLocation(); err != nil {
+		return err
 	}
 	if c.CPS != nil {
 		if c.SIP == nil {

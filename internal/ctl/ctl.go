@@ -35,6 +35,7 @@ Commands:
   cps                               CPS limits: configured rate, platform-wide rate now, rejections
   cps top LIMIT [N]                 the N (default 10) busiest keys of a keyed limit
   cps set LIMIT RATE                change a limit's rate (calls per second), cluster-wide
+  dialogs                           calls held (early, confirmed, terminated; home and replica), top users
   bgp peers                         BGP sessions with the routers
   bgp routes                        announced prefixes and the routers that have them
   version                           print the version
@@ -76,6 +77,7 @@ var commands = []command{
 	{words: []string{"cps"}, run: (*cli).cps},
 	{words: []string{"cps", "top"}, args: []string{"LIMIT"}, optional: []string{"N"}, run: (*cli).cpsTop},
 	{words: []string{"cps", "set"}, args: []string{"LIMIT", "RATE"}, run: (*cli).cpsSet},
+	{words: []string{"dialogs"}, run: (*cli).dialogs},
 	{words: []string{"bgp", "peers"}, run: (*cli).bgpPeers},
 	{words: []string{"bgp", "routes"}, run: (*cli).bgpRoutes},
 }

@@ -182,6 +182,9 @@ func (d *Daemon) build() error {
 			d.store = location.NewMemory(location.WithLogger(d.log.With("component", "location")))
 			store = d.store
 		}
+		if err := d.newTxRelay(&hooks, &d.sip); err != nil {
+			return fmt.Errorf("sip: anycast transactions: %w", err)
+		}
 		d.sip, err = edge.New(*cfg.SIP, store,
 			edge.WithLogger(d.log.With("component", "sip")),
 			edge.WithRegistry(d.reg),
