@@ -31,6 +31,7 @@ import (
 	"github.com/anyedge/anyedge/cluster"
 	"github.com/anyedge/anyedge/edge"
 	"github.com/anyedge/anyedge/edge/cps"
+	"github.com/anyedge/anyedge/edge/dialog"
 	"github.com/anyedge/anyedge/edge/location"
 	"github.com/anyedge/anyedge/geo"
 	"github.com/anyedge/anyedge/internal/admin"
@@ -81,6 +82,8 @@ type Daemon struct {
 	geo   *geo.Service     // user-facing distributed location
 	// The CPS limiter, when the config has a cps section.
 	cps *cps.Service
+	// Call state, when the config has a dialog section (dialog.go).
+	dialogs *dialog.Service
 	// The BGP speaker, when the config has a bgp section; created by Run.
 	speaker bgp.Speaker
 	// The announcement controller (readiness, announcements, drain) and
@@ -181,6 +184,11 @@ func (d *Daemon) build() error {
 		} else {
 			d.store = location.NewMemory(location.WithLogger(d.log.With("component", "location")))
 			store = d.store
+		}
+		if cfg.Dialog != nil {
+			if err := d.newDialog(&hooks); err != nil {
+				return fmt.Errorf("dialog: %w", err)
+			}
 		}
 		if err := d.newTxRelay(&hooks, &d.sip); err != nil {
 			return fmt.Errorf("sip: anycast transactions: %w", err)
@@ -336,6 +344,7 @@ func (d *Daemon) startModules(ctx context.Context) error {
 		} else {
 			d.bg.Go(func() { _ = d.store.Run(ctx) })
 		}
+		d.startDialog(ctx)
 		if err := d.sip.Start(ctx); err != nil {
 			return fmt.Errorf("sip: %w", err)
 		}
@@ -369,6 +378,7 @@ func (d *Daemon) adminOptions() []admin.Option {
 	if d.cps != nil {
 		opts = append(opts, admin.WithCPS(cpsAPI{d.cps}))
 	}
+	opts = d.dialogAdmin(opts)
 	if d.speaker != nil {
 		opts = append(opts, admin.WithBGP(bgpAPI{d.speaker, func() []bgp.PeerConfig { return d.liveConfig().BGP.Peers }}))
 	}
