@@ -74,6 +74,7 @@ func New(cfg Config, node uint32, opts ...Option) (*Store, error) {
 		PoolTimeout:           cfg.Timeout,
 		ContextTimeoutEnabled: true,
 		MaxRetries:            2,
+		DialerRetries:         1, // a refused dial is an answer: do not retry it five times
 		MaxRedirects:          3,
 		PoolSize:              cfg.PoolSize,
 		DisableIdentity:       true, // CLIENT SETINFO is Redis 7.2+: one wasted round trip per dial on 7.0

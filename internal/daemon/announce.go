@@ -53,6 +53,7 @@ func (d *Daemon) health() announce.Signals {
 	s := announce.Signals{ListenersUp: d.sip == nil || d.sip.Ready()}
 	self := cluster.NodeMeta{ID: d.cfg.Cluster.NodeID, Region: d.cfg.Cluster.Region, Seed: d.cfg.Cluster.Seed}
 	s.Unsynced, s.Region = announce.ClusterSignals(self, d.node.Nodes(), d.node.Caps(), d.liveConfig().Announce.RequiredCaps)
+	s.Unsynced = append(s.Unsynced, d.locationUnready()...)
 	return s
 }
 

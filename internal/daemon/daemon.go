@@ -34,6 +34,7 @@ import (
 	"github.com/anyedge/anyedge/edge/dialog"
 	"github.com/anyedge/anyedge/edge/location"
 	"github.com/anyedge/anyedge/geo"
+	"github.com/anyedge/anyedge/geo/redisloc"
 	"github.com/anyedge/anyedge/internal/admin"
 	"github.com/anyedge/anyedge/internal/config"
 	"github.com/anyedge/anyedge/internal/version"
@@ -80,6 +81,8 @@ type Daemon struct {
 	sip   *edge.Server
 	store *location.Memory // single-node location, without geo
 	geo   *geo.Service     // user-facing distributed location
+
+	redisloc *redisloc.Store // db-driven location (location.go)
 	// The CPS limiter, when the config has a cps section.
 	cps *cps.Service
 	// Call state, when the config has a dialog section (dialog.go).
@@ -181,6 +184,10 @@ func (d *Daemon) build() error {
 				return fmt.Errorf("geo: %w", err)
 			}
 			store = d.geo
+		} else if cfg.Location.DBDriven() {
+			if store, err = d.newRedisLocation(&hooks); err != nil {
+				return fmt.Errorf("location: %w", err)
+			}
 		} else {
 			d.store = location.NewMemory(location.WithLogger(d.log.With("component", "location")))
 			store = d.store
@@ -341,6 +348,8 @@ func (d *Daemon) startModules(ctx context.Context) error {
 		// The location runs before SIP: geo's Save waits on its loop.
 		if d.geo != nil {
 			d.bg.Go(func() { _ = d.geo.Run(ctx) })
+		} else if d.redisloc != nil {
+			d.bg.Go(func() { _ = d.redisloc.Run(ctx) })
 		} else {
 			d.bg.Go(func() { _ = d.store.Run(ctx) })
 		}
@@ -443,6 +452,9 @@ func (d *Daemon) shutdown(srv *http.Server, stopNode context.CancelFunc, nodeErr
 		<-nodeErr // Start either already failed or returns now that the node is closed
 	}
 	d.bg.Wait()
+	if err := d.closeLocation(); err != nil {
+		errs = append(errs, err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(ctx); err != nil {

@@ -237,7 +237,7 @@ func (c *Cluster) WaitOK(within time.Duration) {
 	})
 }
 
-// Info runs a command on node i and returns its reply as text.
+// Info runs a command on node i and returns its reply as text (see text).
 func (c *Cluster) Info(i int, args ...string) (string, error) {
 	rdb := redis.NewClient(&redis.Options{Addr: c.Nodes[i].Addr, DisableIdentity: true, MaxRetries: -1})
 	defer rdb.Close()
@@ -247,7 +247,29 @@ func (c *Cluster) Info(i int, args ...string) (string, error) {
 	for j, s := range args {
 		a[j] = s
 	}
-	return rdb.Do(ctx, a...).Text()
+	v, err := rdb.Do(ctx, a...).Result()
+	if err != nil {
+		return "", err
+	}
+	return text(v), nil
+}
+
+// text renders a reply: integers in decimal, arrays space-separated.
+func text(v any) string {
+	switch x := v.(type) {
+	case string:
+		return x
+	case int64:
+		return strconv.FormatInt(x, 10)
+	case []any:
+		parts := make([]string, len(x))
+		for i, e := range x {
+			parts[i] = text(e)
+		}
+		return strings.Join(parts, " ")
+	default:
+		return fmt.Sprint(x)
+	}
 }
 
 // MasterOf returns the index of the running node that is master for key's
@@ -289,6 +311,49 @@ func (c *Cluster) MasterOf(key string) (int, error) {
 			}
 		}
 		return 0, fmt.Errorf("no master for slot %s in %s's view", slot, c.Nodes[i].Addr)
+	}
+	return 0, errors.New("no running node")
+}
+
+// Slots returns the slot ranges node i serves as a master, as it sees
+// itself.
+func (c *Cluster) Slots(i int) ([][2]int, error) {
+	nodes, err := c.Info(i, "CLUSTER", "NODES")
+	if err != nil {
+		return nil, err
+	}
+	var out [][2]int
+	for _, line := range strings.Split(nodes, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 9 || !strings.Contains(f[2], "myself") || !strings.Contains(f[2], "master") {
+			continue
+		}
+		for _, r := range f[8:] {
+			lo, hi, ok := strings.Cut(r, "-")
+			if !ok {
+				hi = lo
+			}
+			l, err1 := strconv.Atoi(lo)
+			h, err2 := strconv.Atoi(hi)
+			if err1 == nil && err2 == nil {
+				out = append(out, [2]int{l, h})
+			}
+		}
+	}
+	return out, nil
+}
+
+// KeySlot returns the hash slot of key, asking a running node.
+func (c *Cluster) KeySlot(key string) (int, error) {
+	for i := range c.Nodes {
+		if !c.Running(i) {
+			continue
+		}
+		v, err := c.Info(i, "CLUSTER", "KEYSLOT", key)
+		if err != nil {
+			continue
+		}
+		return strconv.Atoi(v)
 	}
 	return 0, errors.New("no running node")
 }

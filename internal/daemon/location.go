@@ -1,0 +1,87 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/anyedge/anyedge/edge"
+	"github.com/anyedge/anyedge/geo/redisloc"
+)
+
+// ReasonRedisUnreachable is the readiness reason while the db-driven
+// location's Redis Cluster does not answer: the node withdraws its anycast
+// routes, since it could neither register nor route anyone.
+const ReasonRedisUnreachable = "location: redis unreachable"
+
+// newRedisLocation builds the db-driven location (location.mode:
+// db-driven): every node of the site shares the Redis Cluster, and a
+// binding homed on another node is reached by relaying to that node's SIP
+// address, as in the user-facing model.
+func (d *Daemon) newRedisLocation(hooks *edge.Hooks) (*redisloc.Store, error) {
+	log := d.log.With("component", "location")
+	// go-redis logs through a package-level logger (dial retries and
+	// the like): route it to ours, at debug level, where the store's own
+	// warnings say what matters.
+	redis.SetLogger(redisLogger{log})
+	s, err := redisloc.New(*d.cfg.Location.Redis, d.cfg.Cluster.NodeID,
+		redisloc.WithLogger(log), redisloc.WithRegistry(d.reg))
+	if err != nil {
+		return nil, err
+	}
+	hooks.HomeAddr = func(id uint32) (string, bool) {
+		for _, v := range d.node.Nodes() {
+			if v.ID == id {
+				return v.SIPAddr, v.SIPAddr != ""
+			}
+		}
+		return "", false
+	}
+	hooks.RelayPeer = func(src netip.Addr) bool { return d.isNodeSIPHost(src) }
+	d.redisloc = s
+	return s, nil
+}
+
+// isNodeSIPHost reports whether src is the SIP address of a known node.
+func (d *Daemon) isNodeSIPHost(src netip.Addr) bool {
+	for _, v := range d.node.Nodes() {
+		host, _, err := net.SplitHostPort(v.SIPAddr)
+		if err != nil {
+			continue
+		}
+		if a, err := netip.ParseAddr(host); err == nil && a.Unmap() == src.Unmap() {
+			return true
+		}
+	}
+	return false
+}
+
+// locationUnready lists the location's readiness reasons: none unless the
+// db-driven location's cluster is unreachable.
+func (d *Daemon) locationUnready() []string {
+	if d.redisloc == nil || d.redisloc.Ready() {
+		return nil
+	}
+	return []string{ReasonRedisUnreachable}
+}
+
+// closeLocation closes the db-driven location's connections, after SIP.
+func (d *Daemon) closeLocation() error {
+	if d.redisloc == nil {
+		return nil
+	}
+	if err := d.redisloc.Close(); err != nil {
+		return fmt.Errorf("location: close: %w", err)
+	}
+	return nil
+}
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}
