@@ -363,10 +363,13 @@ func (s *Service) Request(id DialogID, cseq uint32) (found bool) {
 // Bye terminates the dialog of an answered BYE.
 func (s *Service) Bye(id DialogID) (found bool) {
 	s.mu.Lock()
-	_, err := s.st.Bye(s.now(), id)
+	k, err := s.st.Bye(s.now(), id)
 	s.mu.Unlock()
 	if err != nil {
 		return false
+	}
+	if k.Owner != s.self {
+		s.m.takeovers.Inc()
 	}
 	s.changed()
 	return true

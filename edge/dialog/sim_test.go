@@ -177,7 +177,7 @@ func TestReplicationAndTakeover(t *testing.T) {
 	if got, ver, _ := callState(d.svc[2], k); got != Terminated || ver.Node != 2 {
 		t.Fatalf("after BYE at the partner: %v %+v", got, ver)
 	}
-	if n := counterValue(t, d.reg[2], "anyedge_dialog_replica_requests_total"); n != 1 {
+	if n := counterValue(t, d.reg[2], "anyedge_dialog_replica_requests_total"); n != 2 {
 		t.Fatalf("replica requests %v", n)
 	}
 	// A call at node 2 while node 1 is down.
