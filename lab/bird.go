@@ -18,6 +18,16 @@ import (
 //   - puts every equal best path in the kernel (ECMP: merge paths);
 //   - exchanges its connected networks and the anycast paths with the
 //     other routers over the WAN.
+//
+// IPv6 runs on separate sessions over IPv6 addresses (edge "a1v6",
+// "wan_b6"), each with its own BFD session, rather than as a second
+// family on the IPv4 sessions. On an IPv4 session GoBGP v3's
+// next-hop-self gives an IPv6 path the session's IPv4 address as next hop
+// (an IPv4-mapped address in MP_REACH_NLRI), which BIRD cannot resolve,
+// and RFC 8950 extended next hop covers only the opposite case (IPv4
+// routes, IPv6 next hop). Separate sessions need nothing special from
+// either side: next-hop-self is the edge's IPv6 address on the LAN, and
+// a dead IPv6 session (or its BFD) withdraws only the IPv6 paths.
 const birdTmpl = `# Region {{.R.Name}} router, written by the anyedge lab.
 router id {{.R.RouterWAN}};
 log stderr all;
@@ -27,11 +37,20 @@ protocol device { scan time 10; }
 # Our segments, for the other regions.
 protocol direct {
 	ipv4;
+	ipv6;
 	interface "lan0", "cli0";
 }
 
-protocol kernel {
+protocol kernel kernel4 {
 	ipv4 {
+		import none;
+		export filter { if source = RTS_DEVICE then reject; accept; };
+	};
+	merge paths on;
+}
+
+protocol kernel kernel6 {
+	ipv6 {
 		import none;
 		export filter { if source = RTS_DEVICE then reject; accept; };
 	};
@@ -43,10 +62,18 @@ protocol bfd {
 }
 
 define ANYCAST = [ 203.0.113.0/24{32,32} ];
+define ANYCAST6 = [ 2001:db8::/32{128,128} ];
 
-# Paths from our edges: anycast and VIP /32s only.
+# Paths from our edges: anycast and VIP /32s and /128s only.
 filter edge_in {
 	if ! (net ~ ANYCAST) then reject;
+	if (65535, 0) ~ bgp_community then bgp_local_pref = 0;
+	else bgp_local_pref = 200;
+	accept;
+}
+
+filter edge_in6 {
+	if ! (net ~ ANYCAST6) then reject;
 	if (65535, 0) ~ bgp_community then bgp_local_pref = 0;
 	else bgp_local_pref = 200;
 	accept;
@@ -64,6 +91,12 @@ filter wan_out {
 	reject;
 }
 
+filter wan_out6 {
+	if source = RTS_DEVICE then accept;
+	if net ~ ANYCAST6 then accept;
+	reject;
+}
+
 template bgp edge {
 	local {{.R.RouterLAN}} as {{.R.ASN}};
 	passive on;
@@ -72,8 +105,18 @@ template bgp edge {
 	error wait time 1, 5;
 	ipv4 { import filter edge_in; export none; };
 }
+
+template bgp edge6 {
+	local {{.R.RouterLAN6}} as {{.R.ASN}};
+	passive on;
+	hold time 9;
+	bfd on;
+	error wait time 1, 5;
+	ipv6 { import filter edge_in6; export none; };
+}
 {{range .R.Edges}}
 protocol bgp {{.Name}} from edge { neighbor {{.Addr}} as {{$.EdgeASN}}; }
+protocol bgp {{.Name}}v6 from edge6 { neighbor {{.Addr6}} as {{$.EdgeASN}}; }
 {{- end}}
 {{range .Peers}}
 protocol bgp wan_{{.Name}} {
@@ -83,6 +126,15 @@ protocol bgp wan_{{.Name}} {
 	connect retry time 1;
 	error wait time 1, 5;
 	ipv4 { import filter wan_in; export filter wan_out; next hop self; };
+}
+
+protocol bgp wan_{{.Name}}6 {
+	local {{$.R.RouterWAN6}} as {{$.R.ASN}};
+	neighbor {{.RouterWAN6}} as {{.ASN}};
+	hold time 9;
+	connect retry time 1;
+	error wait time 1, 5;
+	ipv6 { import filter wan_in; export filter wan_out6; next hop self; };
 }
 {{- end}}
 `
@@ -166,7 +218,7 @@ func (r *Router) BFDUp(addr string) error {
 // sorted ("via X" of a single path, or of each "nexthop" of a multipath
 // route). None when there is no route.
 func (r *Router) NextHops(prefix string) ([]string, error) {
-	out, err := run("ip", "-n", r.NS, "-4", "route", "show", "exact", prefix)
+	out, err := run("ip", "-n", r.NS, family(prefix), "route", "show", "exact", prefix)
 	if err != nil {
 		return nil, err
 	}
@@ -195,10 +247,18 @@ func (r *Router) WantNextHops(prefix string, want ...string) error {
 	return nil
 }
 
+// family is ip's family flag for an address or prefix.
+func family(addr string) string {
+	if strings.Contains(addr, ":") {
+		return "-6"
+	}
+	return "-4"
+}
+
 // RouteFor is the next hop the router's kernel picks for traffic from src
 // to dst arriving on the client interface (the ECMP choice of that flow).
 func (r *Router) RouteFor(src, dst string) (string, error) {
-	out, err := run("ip", "-n", r.NS, "route", "get", dst, "from", src, "iif", "cli0")
+	out, err := run("ip", "-n", r.NS, family(dst), "route", "get", dst, "from", src, "iif", "cli0")
 	if err != nil {
 		return "", err
 	}

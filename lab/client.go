@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,6 +28,18 @@ type Client struct {
 
 // AnycastSIP is the anycast SIP address, "203.0.113.10:5060".
 func AnycastSIP() string { return fmt.Sprintf("%s:%d", Anycast, SIPPort) }
+
+// AnycastSIP6 is the IPv6 anycast SIP address, "[2001:db8:a::10]:5060".
+func AnycastSIP6() string { return fmt.Sprintf("[%s]:%d", Anycast6, SIPPort) }
+
+// local is the client's address of remote's family ("ip:port" or
+// "[ip6]:port"; "" means IPv4).
+func (c *Client) local(remote string) netip.Addr {
+	if strings.HasPrefix(remote, "[") {
+		return c.Region.Client6
+	}
+	return c.Region.Client
+}
 
 // Sample is one probe: when it was sent and whether a 200 came back in
 // time.
@@ -55,13 +68,18 @@ type Prober struct {
 // ProbeTimeout is how long a probe waits for its 200.
 const ProbeTimeout = 250 * time.Millisecond
 
-// Probe starts probing dst ("ip:port") every interval.
+// Probe starts probing dst ("ip:port" or "[ip6]:port") every interval,
+// from the client's address of dst's family.
 func (c *Client) Probe(dst string, interval time.Duration) (*Prober, error) {
-	ua, err := net.ResolveUDPAddr("udp4", dst)
+	ua, err := net.ResolveUDPAddr("udp", dst)
 	if err != nil {
 		return nil, err
 	}
-	pc, err := listenPacket(c.NS, "udp4", c.Region.Client.String()+":0")
+	netw := "udp4"
+	if ua.IP.To4() == nil {
+		netw = "udp6"
+	}
+	pc, err := listenPacket(c.NS, netw, netip.AddrPortFrom(c.local(dst), 0).String())
 	if err != nil {
 		return nil, err
 	}
@@ -231,9 +249,16 @@ type SIPp struct {
 }
 
 // StartSIPp starts SIPp with scenario (a file of the scenario directory)
-// against remote ("" for a UAS), bound to the client's address, with a
-// global timeout. args are more SIPp arguments (-s, -p, -m, -r, ...).
+// against remote ("" for a UAS), bound to the client's address of
+// remote's family, with a global timeout. args are more SIPp arguments
+// (-s, -p, -m, -r, ...).
 func (c *Client) StartSIPp(ctx context.Context, scenario, remote string, args ...string) (*SIPp, error) {
+	return c.StartSIPpFrom(ctx, c.local(remote), scenario, remote, args...)
+}
+
+// StartSIPpFrom is StartSIPp bound to local, one of the client's
+// addresses (Region.Client or Region.Client6: an IPv6 UAS needs it).
+func (c *Client) StartSIPpFrom(ctx context.Context, local netip.Addr, scenario, remote string, args ...string) (*SIPp, error) {
 	dir := filepath.Join(c.lab.dir, "sipp")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
@@ -241,7 +266,7 @@ func (c *Client) StartSIPp(ctx context.Context, scenario, remote string, args ..
 	tag := strings.TrimSuffix(scenario, ".xml") + "-" + randHex(3)
 	base := []string{"netns", "exec", c.NS, "sipp",
 		"-sf", filepath.Join(c.lab.opts.Scenarios, scenario),
-		"-i", c.Region.Client.String(), "-t", "u1", "-nostdin",
+		"-i", local.String(), "-t", "u1", "-nostdin",
 		"-key", "domain", Domain,
 		"-trace_err", "-error_file", filepath.Join(dir, tag+"-errors.log"),
 		"-trace_stat", "-stf", filepath.Join(dir, tag+"-stat.csv"),

@@ -69,11 +69,21 @@ func (l *Lab) ServedBy(r *RegionPlan, sport int) *Edge {
 	return l.Edges[name]
 }
 
+// ServedBy6 is ServedBy for the client's IPv6 flow to the IPv6 anycast
+// address.
+func (l *Lab) ServedBy6(r *RegionPlan, sport int) *Edge {
+	return l.Edges[l.servedByFrom(r, r.Client6.String(), Anycast6, sport)]
+}
+
 // servedBy names the edge the router of r sends the client's UDP flow
 // from port sport to the anycast address to (the ECMP choice).
 func (l *Lab) servedBy(r *RegionPlan, sport int) string {
+	return l.servedByFrom(r, r.Client.String(), Anycast, sport)
+}
+
+func (l *Lab) servedByFrom(r *RegionPlan, src, dst string, sport int) string {
 	rt := l.Routers[r.Name]
-	out, err := run("ip", "-n", rt.NS, "route", "get", Anycast, "from", r.Client.String(), "iif", "cli0",
+	out, err := run("ip", "-n", rt.NS, family(dst), "route", "get", dst, "from", src, "iif", "cli0",
 		"ipproto", "udp", "sport", strconv.Itoa(sport), "dport", strconv.Itoa(SIPPort))
 	if err != nil {
 		return "?"
@@ -82,7 +92,7 @@ func (l *Lab) servedBy(r *RegionPlan, sport int) string {
 	for i := 0; i+1 < len(f); i++ {
 		if f[i] == "via" {
 			for _, e := range l.Plan.Edges() {
-				if e.Addr.String() == f[i+1] {
+				if e.Addr.String() == f[i+1] || e.Addr6.String() == f[i+1] {
 					return e.Name
 				}
 			}
@@ -111,6 +121,8 @@ func (l *Lab) Summary() string {
 		}
 		hops, _ := rt.NextHops(Anycast + "/32")
 		fmt.Fprintf(&b, "  route %s/32 via %s\n", Anycast, orNone(hops))
+		hops, _ = rt.NextHops(Anycast6 + "/128")
+		fmt.Fprintf(&b, "  route %s/128 via %s\n", Anycast6, orNone(hops))
 		for _, e := range r.Edges {
 			edge := l.Edges[e.Name]
 			state := "stopped"
@@ -222,4 +234,51 @@ func Purge(prefix string) (int, error) {
 		n++
 	}
 	return n, err
+}
+
+// FlowEdge finds, by counting packets, the edge of region r that receives
+// p's flow: a counting rule (no target) in each edge's INPUT chain,
+// removed again before it returns. The router's `ip route get` cannot be
+// trusted for this with IPv6: the kernel's multipath hash of a forwarded
+// IPv6 packet does not always pick the path route get reports.
+func (l *Lab) FlowEdge(r *RegionPlan, p *Prober, timeout time.Duration) (*Edge, error) {
+	tool := "iptables"
+	if p.dst.IP.To4() == nil {
+		tool = "ip6tables"
+	}
+	rule := []string{"INPUT", "-p", "udp", "-d", p.dst.IP.String(), "--dport", strconv.Itoa(p.dst.Port),
+		"--sport", strconv.Itoa(p.LocalPort())}
+	var edges []*Edge
+	defer func() {
+		for _, e := range edges {
+			_, _ = inNS(e.NS, append([]string{tool, "-w", "5", "-D"}, rule...)...)
+		}
+	}()
+	for _, ep := range r.Edges {
+		e := l.Edges[ep.Name]
+		if _, err := inNS(e.NS, append([]string{tool, "-w", "5", "-I"}, rule...)...); err != nil {
+			return nil, err
+		}
+		edges = append(edges, e)
+	}
+	var found *Edge
+	err := poll(timeout, 20*time.Millisecond, func() error {
+		for _, e := range edges {
+			out, err := inNS(e.NS, tool, "-w", "5", "-L", "INPUT", "-v", "-n", "-x")
+			if err != nil {
+				return err
+			}
+			for _, line := range strings.Split(out, "\n") {
+				f := strings.Fields(line)
+				if len(f) > 0 && strings.Contains(line, "spt:"+strconv.Itoa(p.LocalPort())) {
+					if n, _ := strconv.Atoi(f[0]); n >= 3 {
+						found = e
+						return nil
+					}
+				}
+			}
+		}
+		return fmt.Errorf("no edge of region %s has received 3 packets of the flow from port %d yet", r.Name, p.LocalPort())
+	})
+	return found, err
 }

@@ -87,11 +87,17 @@ func (l *Lab) edgedConfig(e *EdgePlan) Config {
 			// back to this node rather than to whichever edge the anycast
 			// route picks (relaying a response to the node that owns its
 			// transaction is not implemented yet).
+			// The same again for IPv6: the edge sends to IPv6 contacts from
+			// the first IPv6 listener, its own address.
 			"listeners": []map[string]any{
 				{"transport": "udp", "addr": fmt.Sprintf("%s:%d", e.Addr, SIPPort)},
 				{"transport": "udp", "addr": fmt.Sprintf("%s:%d", Anycast, SIPPort)},
 				{"transport": "udp", "addr": fmt.Sprintf("%s:%d", r.VIPL2, SIPPort)},
 				{"transport": "udp", "addr": fmt.Sprintf("%s:%d", r.VIPL3, SIPPort)},
+				{"transport": "udp", "addr": fmt.Sprintf("[%s]:%d", e.Addr6, SIPPort)},
+				{"transport": "udp", "addr": fmt.Sprintf("[%s]:%d", Anycast6, SIPPort)},
+				{"transport": "udp", "addr": fmt.Sprintf("[%s]:%d", r.VIPL2v6, SIPPort)},
+				{"transport": "udp", "addr": fmt.Sprintf("[%s]:%d", r.VIPL3v6, SIPPort)},
 			},
 			"domains": []string{Domain},
 			"auth": map[string]any{
@@ -108,17 +114,12 @@ func (l *Lab) edgedConfig(e *EdgePlan) Config {
 		"bgp": map[string]any{
 			"asn":       EdgeASN,
 			"router_id": e.Addr.String(),
-			"peers": []map[string]any{{
-				"address":       r.RouterLAN.String(),
-				"asn":           r.ASN,
-				"local_address": e.Addr.String(),
-				"bfd": map[string]any{
-					"enabled": true,
-					"min_tx":  fmt.Sprintf("%dms", BFDInterval),
-					"min_rx":  fmt.Sprintf("%dms", BFDInterval),
-				},
-			}},
-			"prefixes": []map[string]any{{"prefix": Anycast + "/32"}},
+			// One session per family (see birdTmpl), each with BFD.
+			"peers": []map[string]any{
+				peer(r.RouterLAN.String(), e.Addr.String(), r.ASN),
+				peer(r.RouterLAN6.String(), e.Addr6.String(), r.ASN),
+			},
+			"prefixes": []map[string]any{{"prefix": Anycast + "/32"}, {"prefix": Anycast6 + "/128"}},
 		},
 		"announce": map[string]any{
 			"hold_down": "3s",
@@ -129,6 +130,23 @@ func (l *Lab) edgedConfig(e *EdgePlan) Config {
 		"vips": []map[string]any{
 			{"tag": r.VIPTag(), "address": r.VIPL2.String() + "/32", "mode": "l2", "interface": "lan0"},
 			{"tag": r.VIPL3Tag(), "address": r.VIPL3.String() + "/32", "mode": "l3"},
+			{"tag": r.VIPTag(), "address": r.VIPL2v6.String() + "/128", "mode": "l2", "interface": "lan0"},
+			{"tag": r.VIPL3Tag(), "address": r.VIPL3v6.String() + "/128", "mode": "l3"},
+		},
+	}
+}
+
+// peer is the BGP config of the session with the router at addr, from
+// local.
+func peer(addr, local string, asn uint32) map[string]any {
+	return map[string]any{
+		"address":       addr,
+		"asn":           asn,
+		"local_address": local,
+		"bfd": map[string]any{
+			"enabled": true,
+			"min_tx":  fmt.Sprintf("%dms", BFDInterval),
+			"min_rx":  fmt.Sprintf("%dms", BFDInterval),
 		},
 	}
 }

@@ -216,8 +216,9 @@ func (l *Lab) buildNetwork() error {
 	bridge := func(name string) {
 		cmds[sw] = append(cmds[sw], "link add "+name+" type bridge", "link set "+name+" up")
 	}
-	// attach adds interface ifname to host on bridge br, with addr.
-	attach := func(host, ifname, br, addr string) {
+	// attach adds interface ifname to host on bridge br, with addr and
+	// addr6 (nodad: usable at once, for BGP and BFD to bind).
+	attach := func(host, ifname, br, addr, addr6 string) {
 		ns := p.NS(host)
 		port := host + "." + ifname
 		cmds[sw] = append(cmds[sw],
@@ -225,6 +226,7 @@ func (l *Lab) buildNetwork() error {
 			fmt.Sprintf("link set %s master %s up", port, br))
 		cmds[ns] = append(cmds[ns],
 			fmt.Sprintf("addr add %s dev %s", addr, ifname),
+			fmt.Sprintf("addr add %s dev %s nodad", addr6, ifname),
 			fmt.Sprintf("link set %s up", ifname))
 	}
 	bridge("wan")
@@ -233,18 +235,25 @@ func (l *Lab) buildNetwork() error {
 		bridge(lan)
 		bridge(cli)
 		rt := r.RouterName()
-		attach(rt, "lan0", lan, r.RouterLAN.String()+"/24")
-		attach(rt, "cli0", cli, r.RouterClient.String()+"/24")
-		attach(rt, "wan0", "wan", r.RouterWAN.String()+"/24")
-		// The region's L2 VIP is on the LAN: the router ARPs for it.
-		cmds[p.NS(rt)] = append(cmds[p.NS(rt)], fmt.Sprintf("route add %s/32 dev lan0", r.VIPL2))
-		attach(r.ClientName(), "eth0", cli, r.Client.String()+"/24")
-		cmds[p.NS(r.ClientName())] = append(cmds[p.NS(r.ClientName())], "route add default via "+r.RouterClient.String())
+		attach(rt, "lan0", lan, r.RouterLAN.String()+"/24", r.RouterLAN6.String()+"/64")
+		attach(rt, "cli0", cli, r.RouterClient.String()+"/24", r.RouterClient6.String()+"/64")
+		attach(rt, "wan0", "wan", r.RouterWAN.String()+"/24", r.RouterWAN6.String()+"/64")
+		// The region's L2 VIPs are on the LAN: the router ARPs (or
+		// solicits) for them.
+		cmds[p.NS(rt)] = append(cmds[p.NS(rt)],
+			fmt.Sprintf("route add %s/32 dev lan0", r.VIPL2),
+			fmt.Sprintf("route add %s/128 dev lan0", r.VIPL2v6))
+		attach(r.ClientName(), "eth0", cli, r.Client.String()+"/24", r.Client6.String()+"/64")
+		cmds[p.NS(r.ClientName())] = append(cmds[p.NS(r.ClientName())],
+			"route add default via "+r.RouterClient.String(),
+			"route add default via "+r.RouterClient6.String())
 		for _, e := range r.Edges {
-			attach(e.Name, "lan0", lan, e.Addr.String()+"/24")
+			attach(e.Name, "lan0", lan, e.Addr.String()+"/24", e.Addr6.String()+"/64")
 			cmds[p.NS(e.Name)] = append(cmds[p.NS(e.Name)],
 				"route add default via "+r.RouterLAN.String(),
-				"addr add "+Anycast+"/32 dev lo")
+				"route add default via "+r.RouterLAN6.String(),
+				"addr add "+Anycast+"/32 dev lo",
+				"addr add "+Anycast6+"/128 dev lo")
 		}
 	}
 	if err := batch(sw, cmds[sw]); err != nil {
@@ -257,7 +266,8 @@ func (l *Lab) buildNetwork() error {
 	}
 	for _, r := range p.Regions {
 		if _, err := inNS(p.NS(r.RouterName()), "sysctl", "-q", "-w",
-			"net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1"); err != nil {
+			"net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1",
+			"net.ipv6.conf.all.forwarding=1", "net.ipv6.fib_multipath_hash_policy=1"); err != nil {
 			return err
 		}
 		for _, e := range r.Edges {
@@ -269,7 +279,7 @@ func (l *Lab) buildNetwork() error {
 			if _, err := inNS(p.NS(e.Name), "sysctl", "-q", "-w",
 				"net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2",
 				"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0",
-				"net.ipv4.ip_nonlocal_bind=1"); err != nil {
+				"net.ipv4.ip_nonlocal_bind=1", "net.ipv6.ip_nonlocal_bind=1"); err != nil {
 				return err
 			}
 		}
@@ -341,14 +351,15 @@ func (l *Lab) waitReady(ctx context.Context) error {
 	l.opts.Logf("routers and edges answer; waiting for BGP, BFD, ECMP routes and the cluster")
 	for _, r := range l.Plan.Regions {
 		rt := l.Routers[r.Name]
-		var names, hops []string
+		var names, hops, hops6 []string
 		for _, e := range r.Edges {
-			names = append(names, e.Name)
+			names = append(names, e.Name, e.Name+"v6")
 			hops = append(hops, e.Addr.String())
+			hops6 = append(hops6, e.Addr6.String())
 		}
 		for _, o := range l.Plan.Regions {
 			if o != r {
-				names = append(names, "wan_"+o.Name)
+				names = append(names, "wan_"+o.Name, "wan_"+o.Name+"6")
 			}
 		}
 		if err := poll(left(), 100*time.Millisecond, func() error {
@@ -362,8 +373,14 @@ func (l *Lab) waitReady(ctx context.Context) error {
 				if err := rt.BFDUp(e.Addr.String()); err != nil {
 					return err
 				}
+				if err := rt.BFDUp(e.Addr6.String()); err != nil {
+					return err
+				}
 			}
-			return rt.WantNextHops(Anycast+"/32", hops...)
+			if err := rt.WantNextHops(Anycast+"/32", hops...); err != nil {
+				return err
+			}
+			return rt.WantNextHops(Anycast6+"/128", hops6...)
 		}); err != nil {
 			return err
 		}

@@ -6,10 +6,16 @@ import (
 )
 
 // The address plan. Hosts live in 198.18.0.0/15 (RFC 2544 benchmarking
-// space), anycast and VIPs in 203.0.113.0/24 (TEST-NET-3).
+// space), anycast and VIPs in 203.0.113.0/24 (TEST-NET-3). The IPv6 plan
+// mirrors it: hosts in fd00:198:18::/48 (ULA; fd00:198:18:<i>::/64 is
+// region i's LAN), anycast and VIPs in 2001:db8:a::/48 (documentation
+// space).
 const (
 	// Anycast is the address every edge announces and serves SIP on.
 	Anycast = "203.0.113.10"
+	// Anycast6 is the IPv6 anycast address, announced as a /128 over
+	// separate IPv6 BGP sessions (see birdTmpl).
+	Anycast6 = "2001:db8:a::10"
 	// SIPPort is the edges' SIP port on the anycast address.
 	SIPPort = 5060
 	// EdgeASN is the edges' AS; each router has its own (RegionPlan.ASN).
@@ -32,8 +38,8 @@ type Plan struct {
 	// Prefix starts the name of every namespace of the lab.
 	Prefix  string
 	Regions []*RegionPlan
-	// WAN is the segment between the routers.
-	WAN netip.Prefix
+	// WAN and WAN6 are the segment between the routers.
+	WAN, WAN6 netip.Prefix
 }
 
 // RegionPlan is one region: a router, two edges, a client.
@@ -52,7 +58,14 @@ type RegionPlan struct {
 	// VIPL2 lives on an edge's LAN interface (ARP moves it), VIPL3 on
 	// its loopback, announced as a /32 by its owner.
 	VIPL2, VIPL3 netip.Addr
-	Edges        []*EdgePlan
+	// The IPv6 side: the segments' prefixes, the router's and the client's
+	// addresses, and the VIPs (VIPL2v6 moved by unsolicited NA, VIPL3v6 a
+	// /128 over BGP), held with the IPv4 VIPs under the same tags.
+	LAN6, ClientNet6                      netip.Prefix
+	RouterLAN6, RouterClient6, RouterWAN6 netip.Addr
+	Client6                               netip.Addr
+	VIPL2v6, VIPL3v6                      netip.Addr
+	Edges                                 []*EdgePlan
 }
 
 // EdgePlan is one edge node.
@@ -60,6 +73,7 @@ type EdgePlan struct {
 	Name   string // "a1"
 	ID     uint32 // cluster node id: region index * 10 + n
 	Addr   netip.Addr
+	Addr6  netip.Addr
 	Region *RegionPlan
 }
 
@@ -86,7 +100,8 @@ func NewPlan(prefix string, n int) (*Plan, error) {
 	if prefix == "" || len(prefix) > 12 {
 		return nil, fmt.Errorf("lab: prefix %q: want 1..12 characters", prefix)
 	}
-	p := &Plan{Prefix: prefix, WAN: netip.MustParsePrefix("198.18.200.0/24")}
+	p := &Plan{Prefix: prefix, WAN: netip.MustParsePrefix("198.18.200.0/24"),
+		WAN6: netip.MustParsePrefix("fd00:198:18:200::/64")}
 	for i := 1; i <= n; i++ {
 		r := &RegionPlan{
 			Name:         regionNames[i-1],
@@ -100,12 +115,22 @@ func NewPlan(prefix string, n int) (*Plan, error) {
 			Client:       netip.MustParseAddr(fmt.Sprintf("198.18.%d.10", 100+i)),
 			VIPL2:        netip.MustParseAddr(fmt.Sprintf("203.0.113.%d", 20+i)),
 			VIPL3:        netip.MustParseAddr(fmt.Sprintf("203.0.113.%d", 30+i)),
+
+			LAN6:          netip.MustParsePrefix(fmt.Sprintf("fd00:198:18:%d::/64", i)),
+			ClientNet6:    netip.MustParsePrefix(fmt.Sprintf("fd00:198:18:%d::/64", 100+i)),
+			RouterLAN6:    netip.MustParseAddr(fmt.Sprintf("fd00:198:18:%d::1", i)),
+			RouterClient6: netip.MustParseAddr(fmt.Sprintf("fd00:198:18:%d::1", 100+i)),
+			RouterWAN6:    netip.MustParseAddr(fmt.Sprintf("fd00:198:18:200::%d", i)),
+			Client6:       netip.MustParseAddr(fmt.Sprintf("fd00:198:18:%d::10", 100+i)),
+			VIPL2v6:       netip.MustParseAddr(fmt.Sprintf("2001:db8:a::%d", 20+i)),
+			VIPL3v6:       netip.MustParseAddr(fmt.Sprintf("2001:db8:a::%d", 30+i)),
 		}
 		for j := 1; j <= 2; j++ {
 			r.Edges = append(r.Edges, &EdgePlan{
 				Name:   fmt.Sprintf("%s%d", r.Name, j),
 				ID:     uint32(10*i + j),
 				Addr:   netip.MustParseAddr(fmt.Sprintf("198.18.%d.%d", i, 10+j)),
+				Addr6:  netip.MustParseAddr(fmt.Sprintf("fd00:198:18:%d::%d", i, 10+j)),
 				Region: r,
 			})
 		}
