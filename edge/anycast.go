@@ -34,6 +34,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -50,6 +52,11 @@ type TxRelay interface {
 	// BroadcastTx sends msg to every reachable node but this one and
 	// returns how many it sent to.
 	BroadcastTx(msg []byte) int
+	// SelfAddr is this node's own SIP address ("host:port"), not shared
+	// with any other node; "" when unknown.
+	SelfAddr() string
+	// IsPeer reports whether a is the SIP address of another node.
+	IsPeer(a netip.Addr) bool
 }
 
 // Errors a TxRelay returns.
@@ -312,3 +319,31 @@ func (s *Server) enterTx() bool {
 }
 
 func (s *Server) leaveTx() { s.handlers.Done() }
+
+// towardPeer picks the socket for a request whose next hop is another
+// node of the cluster (an in-dialog request routed to the node that
+// record-routed it): that node's kernel drops a packet whose source is one
+// of its own addresses, so it must not leave from the anycast address
+// every node holds, but from this node's own. Elsewhere sock is kept (a
+// carrier may accept only the anycast address).
+func (s *Server) towardPeer(fwd *sip.Request, sock *socket) *socket {
+	r := s.hooks.TxRelay
+	rt := fwd.Route()
+	if r == nil || rt == nil {
+		return sock
+	}
+	a, err := netip.ParseAddr(strings.Trim(rt.Address.Host, "[]"))
+	if err != nil || !r.IsPeer(a.Unmap()) {
+		return sock
+	}
+	own, err := netip.ParseAddrPort(r.SelfAddr())
+	if err != nil {
+		return sock
+	}
+	for _, so := range s.sockets {
+		if so.cfg.Transport == sock.cfg.Transport && so.ap.Addr().Unmap() == own.Addr().Unmap() {
+			return so
+		}
+	}
+	return sock
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -58,6 +59,9 @@ func (r txNetRelay) SendTx(node uint32, msg []byte) error {
 	s.HandleTxRelay(r.self, msg)
 	return nil
 }
+
+func (r txNetRelay) SelfAddr() string       { return "" }
+func (r txNetRelay) IsPeer(netip.Addr) bool { return false }
 
 func (r txNetRelay) BroadcastTx(msg []byte) int {
 	r.n.mu.Lock()
@@ -241,7 +245,9 @@ func TestAnycastResponseRelayedToOwner(t *testing.T) {
 	a, b, _ := anycastPair(t)
 	uac, callee := newRawPeer(t), newRawPeer(t)
 	registerRaw(t, callee, a.udp)
-	twoxx := func() float64 { return counter(t, a.reg, "anyedge_sip_responses_total", map[string]string{"class": "2xx"}) }
+	twoxx := func() float64 {
+		return counter(t, a.reg, "anyedge_sip_responses_total", map[string]string{"class": "2xx"})
+	}
 	eventually(t, 5*time.Second, func() error { // counted just after it is sent
 		if n := twoxx(); n != 1 {
 			return fmt.Errorf("%v 2xx for the REGISTER", n)

@@ -52,6 +52,7 @@ func (s *Server) routeInDialog(r *request) (dialogRoute, bool) {
 	if sock == nil {
 		sock = r.in
 	}
+	sock = s.towardPeer(fwd, sock) // anycast.go
 	t := proxy.Target{URI: fwd.Recipient, Socket: sock.ps}
 	if fwd.Route() == nil {
 		// The next hop is the remote target itself: use its NAT flow when

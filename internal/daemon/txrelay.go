@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/anyedge/anyedge/cluster"
 	"github.com/anyedge/anyedge/edge"
@@ -23,14 +24,30 @@ type txNode interface {
 	IsUp(id uint32) bool
 	Send(capName string, typ cluster.MsgType, to uint32, body []byte) error
 	SendMatching(capName string, typ cluster.MsgType, f cluster.Filter, body []byte) int
+	Nodes() []cluster.NodeView
 }
 
 // txRelay implements edge.TxRelay over the cluster. Frames only arrive
 // over authenticated cluster links, so only peers can inject into our
 // transactions.
 type txRelay struct {
-	n    txNode
-	self uint32
+	n       txNode
+	self    uint32
+	sipAddr string // cluster.sip_addr
+}
+
+func (r txRelay) SelfAddr() string { return r.sipAddr }
+
+func (r txRelay) IsPeer(a netip.Addr) bool {
+	for _, v := range r.n.Nodes() {
+		if v.ID == r.self {
+			continue
+		}
+		if ap, err := netip.ParseAddrPort(v.SIPAddr); err == nil && ap.Addr().Unmap() == a.Unmap() {
+			return true
+		}
+	}
+	return false
 }
 
 func (r txRelay) SendTx(node uint32, msg []byte) error {
@@ -68,6 +85,6 @@ func (d *Daemon) newTxRelay(hooks *edge.Hooks, srv **edge.Server) error {
 	if err != nil {
 		return err
 	}
-	hooks.TxRelay = txRelay{n: n, self: d.cfg.Cluster.NodeID}
+	hooks.TxRelay = txRelay{n: n, self: d.cfg.Cluster.NodeID, sipAddr: d.cfg.Cluster.SIPAddr}
 	return nil
 }
