@@ -29,6 +29,24 @@ type Config struct {
 	// blip or a listener restart, short next to a real outage, so a
 	// flapping node does not make routers recompute paths every second.
 	HoldDown time.Duration `yaml:"hold_down"`
+	// StartHoldDown is how long a freshly started node must have been
+	// healthy, without a break, before its first announcement. Default
+	// 1 s: the first healthy reading of a process can be a passing one
+	// (a cluster view before every link is in, a listener that dies right
+	// after binding), and a second is nothing next to the time a start
+	// and a sync take.
+	StartHoldDown time.Duration `yaml:"start_hold_down"`
+	// RestartWindow is how long a start that did not end in a clean stop
+	// (a crash, a kill, an OOM) counts against the next start: a node
+	// that restarts n times within it (n >= 1) holds its first
+	// announcement for hold_down x 2^(n-1), capped at max_hold_down, so
+	// a crash-looping node does not make the routers add and drop its
+	// paths at every restart. A clean stop (SIGTERM) clears the count.
+	// Default 5 min. Needs the state directory (cluster.state_dir):
+	// without one every start counts as the first.
+	RestartWindow time.Duration `yaml:"restart_window"`
+	// MaxHoldDown caps the restart hold-down. Default 60 s.
+	MaxHoldDown time.Duration `yaml:"max_hold_down"`
 	// PollInterval is how often the readiness inputs are read. Default
 	// 100 ms: a failure withdraws the paths within that, far inside the
 	// 1 s budget.
@@ -83,6 +101,9 @@ type DrainConfig struct {
 // Defaults.
 const (
 	DefaultHoldDown        = 3 * time.Second
+	DefaultStartHoldDown   = time.Second
+	DefaultRestartWindow   = 5 * time.Minute
+	DefaultMaxHoldDown     = 60 * time.Second
 	DefaultPollInterval    = 100 * time.Millisecond
 	DefaultShutdownTimeout = 10 * time.Second
 	DefaultQuiet           = 2 * time.Second
@@ -131,6 +152,26 @@ func (c *Config) Validate() error {
 	if c.HoldDown == 0 {
 		c.HoldDown = DefaultHoldDown
 	}
+	if c.StartHoldDown == 0 {
+		c.StartHoldDown = DefaultStartHoldDown
+	}
+	if c.RestartWindow == 0 {
+		c.RestartWindow = DefaultRestartWindow
+	}
+	if c.MaxHoldDown == 0 {
+		c.MaxHoldDown = DefaultMaxHoldDown
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"hold_down", c.HoldDown}, {"start_hold_down", c.StartHoldDown}, {"restart_window", c.RestartWindow}, {"max_hold_down", c.MaxHoldDown}} {
+		if d.v < 0 {
+			return bad(d.key, "must not be negative, got %v", d.v)
+		}
+	}
+	if c.MaxHoldDown < c.HoldDown {
+		return bad("max_hold_down", "must be at least hold_down (%v), got %v", c.HoldDown, c.MaxHoldDown)
+	}
 	if c.PollInterval == 0 {
 		c.PollInterval = DefaultPollInterval
 	}
@@ -157,6 +198,21 @@ func (c *Config) Validate() error {
 		return bad("drain.quiet", "must not exceed drain.shift_timeout (%v), got %v", d.ShiftTimeout, d.Quiet)
 	}
 	return nil
+}
+
+// FirstHoldDown is the hold-down of a start that follows the given number
+// of unclean starts within the restart window: start_hold_down when there
+// is none, else hold_down x 2^(restarts-1), capped at max_hold_down (and
+// never below start_hold_down). Call it on a validated config.
+func (c Config) FirstHoldDown(restarts int) time.Duration {
+	if restarts <= 0 {
+		return c.StartHoldDown
+	}
+	d := c.HoldDown
+	for i := 1; i < restarts && d < c.MaxHoldDown; i++ {
+		d *= 2
+	}
+	return max(min(d, c.MaxHoldDown), c.StartHoldDown)
 }
 
 // Apply returns base (the bgp section's prefixes) with the policy of

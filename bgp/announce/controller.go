@@ -77,8 +77,9 @@ type Controller struct {
 	applied    []bgp.Advertisement
 	appliedOK  bool // applied is what the speaker holds
 	lastErr    string
-	clDrained  bool // what the cluster was last told
-	persisted  bool // what the state file says
+	clDrained  bool  // what the cluster was last told
+	persisted  bool  // what the state file says about the drain
+	state      State // the state file's content, as last written or read
 	persistErr error
 	lastStatus Status
 }
@@ -110,7 +111,22 @@ func New(cfg Config, d Deps, opts ...Option) (*Controller, error) {
 		}
 	}
 	c.persisted = st.Drained
-	c.mach = NewMachine(cfg, cfg.Apply(d.Region, d.Prefixes), st.Drained, time.Now())
+	now := time.Now()
+	c.mach = NewMachine(cfg, cfg.Apply(d.Region, d.Prefixes), st.Drained, now)
+	if c.statePath != "" {
+		// Count this start; Shutdown clears the count on a clean stop.
+		var restarts int
+		st, restarts = st.Restart(now, cfg.RestartWindow)
+		c.mach.SetRestarts(restarts)
+		if err := SaveState(c.statePath, st); err != nil {
+			c.log.Error("cannot record the start in the state file: restarts are not damped", "err", err)
+		}
+		if restarts > 0 {
+			c.log.Warn("restarted after an unclean stop: the first announcement waits a longer hold-down",
+				"unclean_restarts", restarts, "hold_down", cfg.FirstHoldDown(restarts), "restart_window", cfg.RestartWindow)
+		}
+	}
+	c.state = st
 	if st.Drained {
 		c.log.Warn("the node was drained before it stopped: it stays withdrawn until undrained",
 			"since", st.Since, "state_file", c.statePath)
@@ -249,6 +265,16 @@ func (c *Controller) Shutdown(ctx context.Context) error {
 	c.mach.Shutdown()
 	c.applyLocked(time.Now())
 	err := c.setErrLocked()
+	if c.statePath != "" && len(c.state.Starts) > 0 {
+		// A clean stop: the next start is not a crash restart.
+		st := c.state
+		st.Starts = nil
+		if serr := SaveState(c.statePath, st); serr != nil {
+			c.log.Warn("cannot record the clean stop in the state file", "err", serr)
+		} else {
+			c.state = st
+		}
+	}
 	c.mu.Unlock()
 	if err != nil {
 		c.log.Warn("shutdown: withdrawal failed; closing the sessions will withdraw", "err", err)
@@ -288,13 +314,15 @@ func (c *Controller) setErrLocked() error {
 // flag, then the announced set.
 func (c *Controller) applyLocked(now time.Time) {
 	if want := c.mach.DrainRequested(); c.statePath != "" && (want != c.persisted || c.persistErr != nil) {
-		err := SaveState(c.statePath, State{Drained: want, Since: now.UTC()})
+		st := c.state
+		st.Drained, st.Since = want, now.UTC()
+		err := SaveState(c.statePath, st)
 		if err != nil {
 			if c.persistErr == nil {
 				c.log.Error("cannot persist the drain state", "err", err)
 			}
 		} else {
-			c.persisted = want
+			c.persisted, c.state = want, st
 		}
 		c.persistErr = err
 	}

@@ -120,7 +120,11 @@ func TestControllerGatesAndHoldDown(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, "")
 		defer r.close()
-		r.waitFor(0, plain4, plain6) // healthy from the first poll: at once
+		// Healthy from the first poll: announced once the start
+		// hold-down (1 s) has run.
+		if d := r.waitFor(2*time.Second, plain4, plain6); d < time.Second || d > 1200*time.Millisecond {
+			t.Errorf("first announcement %v after the start, want the 1 s start hold-down", d)
+		}
 
 		r.in.set(func(in *inputs) { in.sig.Region.Reachable, in.sig.Region.AllReachable = 1, 1 })
 		if d := r.waitFor(time.Second, nil...); d >= time.Second {
@@ -163,7 +167,7 @@ func TestControllerRetriesFailedSet(t *testing.T) {
 		if rep := c.Report(); rep.LastError != "server busy" || len(sp.Announced()) != 0 {
 			t.Errorf("after a failed set: %+v", rep)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(1100 * time.Millisecond) // past the start hold-down
 		synctest.Wait()
 		if got := prefixes(sp.Announced()); !slices.Equal(got, []string{plain6, plain4}) && !slices.Equal(got, []string{plain4, plain6}) {
 			t.Errorf("not retried: %q", got)
@@ -180,7 +184,7 @@ func TestControllerDrainAndRestart(t *testing.T) {
 	dir := t.TempDir()
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, dir)
-		r.waitFor(0, plain4, plain6)
+		r.waitFor(2*time.Second, plain4, plain6)
 		r.in.set(func(in *inputs) { in.load = Load{Started: 7, InFlight: 1} })
 
 		if err := r.c.Drain(); err != nil {
@@ -255,7 +259,7 @@ func TestControllerShutdown(t *testing.T) {
 		r := newRig(t, "")
 		defer r.close()
 		r.c.SetExtra([]bgp.Advertisement{{Prefix: netip.MustParsePrefix("203.0.113.20/32")}})
-		r.waitFor(0, plain4, "203.0.113.20/32", plain6)
+		r.waitFor(2*time.Second, plain4, "203.0.113.20/32", plain6)
 		r.in.set(func(in *inputs) { in.load.InFlight = 2 })
 
 		done := make(chan error)
@@ -283,6 +287,53 @@ func TestControllerShutdown(t *testing.T) {
 		if err := r.c.Shutdown(context.Background()); err == nil || time.Since(start) != 10*time.Second {
 			t.Errorf("Shutdown with a stuck transaction: %v after %v", err, time.Since(start))
 		}
+	})
+}
+
+// A node that keeps crashing holds its first announcement longer at each
+// restart (3 s, then 6 s: hold_down doubled per unclean restart in the
+// window), so the routers do not see its paths come and go at every
+// crash; a clean stop (Shutdown) resets it to the start hold-down.
+func TestControllerCrashLoopDamping(t *testing.T) {
+	dir := t.TempDir()
+	synctest.Test(t, func(t *testing.T) {
+		first := func(r *rig, want time.Duration) {
+			t.Helper()
+			d := r.waitFor(want+time.Second, plain4, plain6)
+			if d < want || d > want+200*time.Millisecond {
+				t.Errorf("first announcement %v after the start, want %v", d, want)
+			}
+		}
+		r := newRig(t, dir)
+		first(r, time.Second)
+		r.close() // a crash: no Shutdown
+
+		r = newRig(t, dir)
+		if rep := r.c.Report(); rep.Restarts != 1 || !slices.Contains(rep.Reasons, ReasonHoldDown) {
+			t.Errorf("after one crash: %+v", rep.Status)
+		}
+		first(r, 3*time.Second)
+		r.close()
+
+		r = newRig(t, dir)
+		first(r, 6*time.Second)
+		if err := r.c.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		r.close()
+
+		r = newRig(t, dir)
+		if rep := r.c.Report(); rep.Restarts != 0 {
+			t.Errorf("after a clean stop: %d restarts counted", rep.Restarts)
+		}
+		first(r, time.Second)
+		r.close()
+
+		// Long after the last start, an unclean stop still counts once.
+		time.Sleep(time.Hour)
+		r = newRig(t, dir)
+		first(r, 3*time.Second)
+		r.close()
 	})
 }
 

@@ -29,8 +29,12 @@
 // The paths are withdrawn at the poll on which a condition fails (the
 // default poll is 100 ms, so well within a second). After a failure the
 // node announces again only once it has been healthy for the hold-down
-// (default 3 s), which damps flapping. The first healthy moment of the
-// process announces at once.
+// (default 3 s), which damps flapping. A freshly started process announces
+// once it has been healthy for start_hold_down (default 1 s); a start that
+// follows n unclean stops (crashes) within restart_window waits
+// hold_down x 2^(n-1) instead, capped at max_hold_down, so a crash loop
+// does not flap the routes at every restart. The starts are counted in the
+// state file; a clean stop (Shutdown) clears them.
 //
 // # Drain
 //

@@ -78,10 +78,12 @@ type Machine struct {
 	cfg     Config
 	anycast []bgp.Advertisement // the region's policy, config order
 
-	sig       Signals
-	healthy   bool
-	since     time.Time // when healthy last became true
-	failedYet bool      // health has failed at least once: hold-down applies
+	sig      Signals
+	healthy  bool
+	since    time.Time     // when healthy last became true
+	hold     time.Duration // the hold-down before the next announcement
+	passed   bool          // a hold-down has run out: the node has been fit to announce
+	restarts int           // unclean restarts counted at start
 
 	phase      Phase
 	phaseSince time.Time
@@ -100,11 +102,20 @@ type Machine struct {
 // before a restart starts drained (withdrawn, marked drained in the
 // cluster). The node starts unhealthy until SetSignals says otherwise.
 func NewMachine(cfg Config, anycast []bgp.Advertisement, drained bool, now time.Time) *Machine {
-	m := &Machine{cfg: cfg, anycast: slices.Clone(anycast), phaseSince: now}
+	m := &Machine{cfg: cfg, anycast: slices.Clone(anycast), phaseSince: now, hold: cfg.StartHoldDown}
 	if drained {
 		m.phase = PhaseDrained
 	}
 	return m
+}
+
+// SetRestarts sets the number of unclean restarts within the restart
+// window that preceded this start (see Config.RestartWindow): the first
+// announcement waits Config.FirstHoldDown(n). Call it before the first
+// SetSignals.
+func (m *Machine) SetRestarts(n int) {
+	m.restarts = n
+	m.hold = m.cfg.FirstHoldDown(n)
 }
 
 // SetSignals records the readiness inputs.
@@ -116,7 +127,14 @@ func (m *Machine) SetSignals(now time.Time, s Signals) {
 	case ok && !m.healthy:
 		m.healthy, m.since = true, now
 	case !ok && m.healthy:
-		m.healthy, m.failedYet = false, true
+		m.healthy = false
+		// After a failure the node waits the hold-down again; a start
+		// hold-down that has not run out yet is never shortened by one.
+		if m.passed {
+			m.hold = m.cfg.HoldDown
+		} else {
+			m.hold = max(m.hold, m.cfg.HoldDown)
+		}
 	}
 	m.advance(now)
 }
@@ -191,8 +209,12 @@ func (m *Machine) enter(now time.Time, p Phase) {
 	m.phase, m.phaseSince, m.lastStart = p, now, now
 }
 
-// advance moves the drain on when its condition or timeout is met.
+// advance notes the end of a hold-down and moves the drain on when its
+// condition or timeout is met.
 func (m *Machine) advance(now time.Time) {
+	if m.healthy && !m.inHoldDown(now) {
+		m.passed = true
+	}
 	d := m.cfg.Drain
 	for {
 		switch m.phase {
@@ -224,7 +246,7 @@ func (m *Machine) announcing(now time.Time) bool {
 }
 
 func (m *Machine) inHoldDown(now time.Time) bool {
-	return m.healthy && m.failedYet && now.Sub(m.since) < m.cfg.HoldDown
+	return m.healthy && now.Sub(m.since) < m.hold
 }
 
 // Advertisements is the desired announced set: the anycast prefixes when
@@ -288,6 +310,9 @@ type Status struct {
 	Region RegionView `json:"region"`
 	// HoldDownUntil is when the hold-down ends, while it runs.
 	HoldDownUntil time.Time `json:"hold_down_until,omitzero"`
+	// Restarts is the number of unclean restarts within the restart
+	// window counted at start (they lengthen the first hold-down).
+	Restarts int `json:"restarts,omitempty"`
 	// Phase is the drain phase and PhaseSince when it began.
 	Phase      Phase     `json:"drain_phase"`
 	PhaseSince time.Time `json:"drain_phase_since"`
@@ -307,6 +332,7 @@ func (m *Machine) Status(now time.Time) Status {
 		PhaseSince:   m.phaseSince,
 		InFlight:     m.load.InFlight,
 		ShuttingDown: m.shutdown,
+		Restarts:     m.restarts,
 	}
 	s.Announcing = m.announcing(now) && m.phase == PhaseActive
 	if !m.sig.ListenersUp {
@@ -323,7 +349,7 @@ func (m *Machine) Status(now time.Time) Status {
 	}
 	if m.inHoldDown(now) {
 		s.Reasons = append(s.Reasons, ReasonHoldDown)
-		s.HoldDownUntil = m.since.Add(m.cfg.HoldDown)
+		s.HoldDownUntil = m.since.Add(m.hold)
 	}
 	if m.shutdown {
 		s.Reasons = append(s.Reasons, ReasonShuttingDown)
@@ -349,6 +375,9 @@ func (s Status) Explain() []string {
 			}
 		case ReasonHoldDown:
 			r += ": until " + s.HoldDownUntil.UTC().Format("15:04:05.000Z")
+			if s.Restarts > 0 {
+				r += fmt.Sprintf(" (%d unclean restarts in the restart window)", s.Restarts)
+			}
 		}
 		out = append(out, r)
 	}

@@ -40,9 +40,13 @@ func testPrefixes() []bgp.Advertisement {
 	}
 }
 
+// newMachine is a machine without the start hold-down, for the tests of
+// everything else (TestStartHoldDown tests it).
 func newMachine(region string, drained bool) *Machine {
 	c := testConfig()
-	return NewMachine(c, c.Apply(region, testPrefixes()), drained, t0)
+	m := NewMachine(c, c.Apply(region, testPrefixes()), drained, t0)
+	m.hold = 0
+	return m
 }
 
 // healthy is a region of two nodes, both reachable, in a four-node cluster.
@@ -379,6 +383,8 @@ func TestConfigValidate(t *testing.T) {
 		{"poll", "poll_interval", Config{PollInterval: time.Second}},
 		{"quiet", "drain.quiet", Config{Drain: DrainConfig{Quiet: time.Minute}}},
 		{"cap", "required_caps[0]", Config{RequiredCaps: []string{""}}},
+		{"negative start hold", "start_hold_down", Config{StartHoldDown: -time.Second}},
+		{"max below hold", "max_hold_down", Config{HoldDown: 10 * time.Second, MaxHoldDown: 5 * time.Second}},
 	}
 	for _, tc := range cases {
 		err := tc.cfg.Validate()
@@ -392,7 +398,8 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.HoldDown != 3*time.Second || c.PollInterval != 100*ms || c.Drain.Quiet != 2*time.Second ||
-		c.Drain.ShiftTimeout != 30*time.Second || c.Drain.FinishTimeout != 35*time.Second || c.ShutdownTimeout != 10*time.Second {
+		c.Drain.ShiftTimeout != 30*time.Second || c.Drain.FinishTimeout != 35*time.Second || c.ShutdownTimeout != 10*time.Second ||
+		c.StartHoldDown != time.Second || c.RestartWindow != 5*time.Minute || c.MaxHoldDown != time.Minute {
 		t.Errorf("defaults %+v", c)
 	}
 	if c.HasPrepend() || !testConfig().HasPrepend() {
@@ -429,5 +436,92 @@ func TestExplain(t *testing.T) {
 	want := []string{"not_synced: cps, geo.meta", "isolated: reaches 1 of 2 nodes of its region, 2 of 4 in the cluster", "drained: finishing"}
 	if !slices.Equal(got, want) {
 		t.Errorf("Explain\n got %q\nwant %q", got, want)
+	}
+}
+
+func TestFirstHoldDown(t *testing.T) {
+	c := testConfig() // hold_down 3 s, start_hold_down 1 s, max_hold_down 60 s
+	for n, want := range []time.Duration{time.Second, 3 * time.Second, 6 * time.Second, 12 * time.Second,
+		24 * time.Second, 48 * time.Second, time.Minute, time.Minute} {
+		if got := c.FirstHoldDown(n); got != want {
+			t.Errorf("FirstHoldDown(%d) = %v, want %v", n, got, want)
+		}
+	}
+	if got := c.FirstHoldDown(1000); got != time.Minute {
+		t.Errorf("FirstHoldDown(1000) = %v: the cap must hold", got)
+	}
+}
+
+// A fresh start announces only once healthy for start_hold_down, a restart
+// after unclean ones for longer, and a flap inside that hold-down never
+// shortens it to the ordinary one.
+func TestStartHoldDown(t *testing.T) {
+	c := testConfig()
+	m := NewMachine(c, c.Apply("us", testPrefixes()), false, t0)
+	m.SetSignals(at(0), healthy())
+	wantAdvs(t, m, at(999*ms))
+	wantReasons(t, m, at(999*ms), ReasonHoldDown)
+	m.Tick(at(time.Second))
+	wantAdvs(t, m, at(time.Second), plain4, plain6)
+
+	// Third unclean start within the window: 3 s x 2^2.
+	m = NewMachine(c, c.Apply("us", testPrefixes()), false, t0)
+	m.SetRestarts(3)
+	m.SetSignals(at(0), healthy())
+	st := m.Status(at(time.Second))
+	if !st.HoldDownUntil.Equal(at(12*time.Second)) || st.Restarts != 3 {
+		t.Errorf("status %+v, want a hold-down until +12s after 3 restarts", st)
+	}
+	if ex := st.Explain(); len(ex) != 1 || !strings.Contains(ex[0], "3 unclean restarts") {
+		t.Errorf("explain %q", ex)
+	}
+	bad := healthy()
+	bad.ListenersUp = false
+	m.SetSignals(at(5*time.Second), bad)
+	m.SetSignals(at(6*time.Second), healthy())
+	wantAdvs(t, m, at(17*time.Second))
+	m.Tick(at(18 * time.Second))
+	wantAdvs(t, m, at(18*time.Second), plain4, plain6)
+
+	// Past it, a failure takes the ordinary hold-down.
+	m.SetSignals(at(20*time.Second), bad)
+	m.SetSignals(at(21*time.Second), healthy())
+	wantAdvs(t, m, at(24*time.Second-ms))
+	wantAdvs(t, m, at(24*time.Second), plain4, plain6)
+}
+
+func TestStateRestart(t *testing.T) {
+	const window = 5 * time.Minute
+	cases := []struct {
+		name   string
+		starts []time.Duration // before now
+		want   int
+	}{
+		{"first start", nil, 0},
+		{"one crash", []time.Duration{10 * time.Second}, 1},
+		{"crash loop", []time.Duration{40 * time.Second, 30 * time.Second, 20 * time.Second}, 3},
+		{"old ones expire", []time.Duration{10 * time.Minute, 6 * time.Minute, 10 * time.Second}, 1},
+		{"a crash long after the start", []time.Duration{48 * time.Hour}, 1},
+	}
+	now := at(time.Hour)
+	for _, tc := range cases {
+		var st State
+		for _, d := range tc.starts {
+			st.Starts = append(st.Starts, now.Add(-d))
+		}
+		st, n := st.Restart(now, window)
+		if n != tc.want {
+			t.Errorf("%s: %d restarts, want %d", tc.name, n, tc.want)
+		}
+		if last := st.Starts[len(st.Starts)-1]; !last.Equal(now) {
+			t.Errorf("%s: this start not recorded: %v", tc.name, st.Starts)
+		}
+	}
+	var st State
+	for i := range 100 {
+		st, _ = st.Restart(at(time.Duration(i)*time.Second), window)
+	}
+	if len(st.Starts) != maxStarts {
+		t.Errorf("%d starts kept, want at most %d", len(st.Starts), maxStarts)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	"github.com/anyedge/anyedge/bgp"
 )
@@ -17,7 +18,7 @@ func TestControllerReconfigure(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		r := newRig(t, "")
 		defer r.close()
-		r.waitFor(0, plain4, plain6)
+		r.waitFor(2*time.Second, plain4, plain6) // past the start hold-down
 		sets := len(r.sp.Sets())
 
 		// The same config again sends nothing.

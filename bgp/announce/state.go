@@ -12,10 +12,41 @@ import (
 // StateFile is the name of the drain state file in the state directory.
 const StateFile = "drain.json"
 
-// State is what survives a restart: whether the operator drained the node.
+// State is what survives a restart: whether the operator drained the
+// node, and the recent starts that did not end in a clean stop.
 type State struct {
 	Drained bool      `json:"drained"`
 	Since   time.Time `json:"since,omitzero"`
+	// Starts are the start times of the runs within the restart window
+	// that have not stopped cleanly (the last one is the current run's);
+	// a clean stop empties it.
+	Starts []time.Time `json:"unclean_starts,omitempty"`
+}
+
+// maxStarts bounds State.Starts: more restarts than this in the window
+// hold the first announcement for max_hold_down anyway.
+const maxStarts = 16
+
+// Restart records a start at now and returns the state to persist with
+// the number of earlier unclean starts that count against it: those
+// within window, or 1 when the previous run did not stop cleanly but
+// started before the window (it crashed, when is unknown).
+func (s State) Restart(now time.Time, window time.Duration) (State, int) {
+	var kept []time.Time
+	for _, t := range s.Starts {
+		if now.Sub(t) < window {
+			kept = append(kept, t)
+		}
+	}
+	n := len(kept)
+	if n == 0 && len(s.Starts) > 0 {
+		n = 1
+	}
+	if len(kept) >= maxStarts {
+		kept = kept[len(kept)-maxStarts+1:]
+	}
+	s.Starts = append(kept, now.UTC())
+	return s, n
 }
 
 // LoadState reads the drain state from path. A missing file is the zero
