@@ -138,10 +138,11 @@ func TestCPSLimit(t *testing.T) {
 	uas.stop()
 
 	// The callers: every call ended as the scenario allows (200, or 503
-	// with Retry-After), and there were refusals. (n3's caller's calls
-	// after the kill fail: they go nowhere.)
+	// with Retry-After), and there were refusals. Calls that timed out are
+	// a symptom of load (counted in the pace check below); n3's caller's
+	// calls after the kill go nowhere.
 	var offered, refused float64
-	var accepted []series
+	var accepted, answered, sent []series
 	for i, u := range []*loadRun{uacs[0], uacs[1], uacs[2], moved} {
 		st, err := u.stats()
 		if err != nil {
@@ -152,19 +153,26 @@ func TestCPSLimit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		accepted = append(accepted, ok)
+		out := u.outgoing(st)
+		if u == uacs[2] {
+			out = out.until(tKill) // what it sent later has no one to answer
+		}
+		accepted, sent = append(accepted, ok), append(sent, out)
+		answered = append(answered, ok, no)
 		name := fmt.Sprintf("caller %d", i+1)
 		if u == moved {
 			name = "caller 3 after the kill"
 		}
 		offered += last["OutgoingCall(C)"]
 		refused += no.last()
-		t.Logf("%s (to %s): %v calls, %v successful, %v failed; %v answered 200, %v refused with 503 + Retry-After",
-			name, u.remote, last["OutgoingCall(C)"], last["SuccessfulCall(C)"], last["FailedCall(C)"], ok.last(), no.last())
-		if last["FailedCall(C)"] > 0 && u != uacs[2] {
+		t.Logf("%s (to %s): %v calls, %v successful, %v failed (%v timed out); %v answered 200, %v refused with 503 + Retry-After",
+			name, u.remote, last["OutgoingCall(C)"], last["SuccessfulCall(C)"], last["FailedCall(C)"],
+			last["FailedMaxUDPRetrans(C)"]+last["FailedTimeoutOnRecv(C)"], ok.last(), no.last())
+		bad := last["FailedRegexpHdrNotFound(C)"] + last["FailedRegexpDoesntMatch(C)"] + last["FailedUnexpectedMessage(C)"]
+		if bad > 0 && u != uacs[2] {
 			errs, _ := os.ReadFile(filepath.Join(u.dir, "errors.log"))
-			t.Errorf("%s: %v calls failed (FailedRegexpHdrNotFound %v: a 503 without Retry-After); errors:\n%s",
-				name, last["FailedCall(C)"], last["FailedRegexpHdrNotFound(C)"], lastBytes(errs, 3000))
+			t.Errorf("%s: %v calls got an answer other than 200 or 503 with Retry-After (Retry-After missing: %v); errors:\n%s",
+				name, bad, last["FailedRegexpHdrNotFound(C)"], lastBytes(errs, 3000))
 		}
 	}
 	if refused == 0 {
@@ -172,21 +180,37 @@ func TestCPSLimit(t *testing.T) {
 	}
 
 	// The accepted rate over 1 s windows every 0.5 s, from the callers'
-	// cumulative 200 counts (one row a second each, interpolated).
+	// cumulative 200 counts (one row a second each, interpolated). A
+	// window counts only if the platform kept pace in it: the callers sent
+	// at least 80% of the offered rate and got answers (200 or 503) for
+	// as many calls, ±15%. On a starved machine everything stalls for
+	// seconds and the backlog's 200s then arrive together, which says
+	// nothing about the limiter: such windows are shown and left out.
 	end := tEnd
-	for _, s := range accepted[:2] {
+	for _, s := range []series{accepted[0], accepted[1], accepted[3]} {
 		end = minTime(end, s.end())
 	}
-	end = minTime(end, accepted[3].end())
-	var steady, after []float64
-	var b strings.Builder
-	for w := t0; !w.Add(time.Second).After(end); w = w.Add(500 * time.Millisecond) {
+	delta := func(ss []series, w time.Time) float64 {
 		n := 0.0
-		for _, s := range accepted {
+		for _, s := range ss {
 			n += s.at(w.Add(time.Second)) - s.at(w)
 		}
-		fmt.Fprintf(&b, " %.1f:%.0f", w.Sub(t0).Seconds(), n)
+		return n
+	}
+	var steady, after []float64
+	var b strings.Builder
+	skipped := 0
+	for w := t0; !w.Add(time.Second).After(end); w = w.Add(500 * time.Millisecond) {
+		n, ans, snt := delta(accepted, w), delta(answered, w), delta(sent, w)
+		paced := snt >= 0.8*cpsOffered && math.Abs(ans-snt) <= 0.15*snt
+		mark := ""
+		if !paced {
+			mark = fmt.Sprintf("(stalled: %.0f sent, %.0f answered)", snt, ans)
+		}
+		fmt.Fprintf(&b, " %.1f:%.0f%s", w.Sub(t0).Seconds(), n, mark)
 		switch {
+		case !paced:
+			skipped++
 		case !w.Before(t0.Add(cpsWarmup)) && !w.Add(time.Second).After(tKill):
 			steady = append(steady, n)
 		case !w.Before(tKill):
@@ -196,7 +220,8 @@ func TestCPSLimit(t *testing.T) {
 	t.Logf("calls accepted per 1 s window (window start in s from the load's start: calls), n3 killed at %.1f s:%s",
 		tKill.Sub(t0).Seconds(), b.String())
 	if len(steady) < 6 || len(after) < 6 {
-		t.Fatalf("too few windows: %d steady, %d after the kill", len(steady), len(after))
+		t.Fatalf("too few windows where the platform kept pace (%d left out): %d steady, %d after the kill, want 6 each: "+
+			"the machine is too loaded for this test", skipped, len(steady), len(after))
 	}
 	mean := 0.0
 	for _, n := range steady {
@@ -403,6 +428,32 @@ func (s series) end() time.Time {
 		return time.Time{}
 	}
 	return s[len(s)-1].t
+}
+
+// until is s cut at x: the count stays at its value then.
+func (s series) until(x time.Time) series {
+	var out series
+	for _, p := range s {
+		if p.t.After(x) {
+			p.t, p.v = x, s.at(x)
+			return append(out, p)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// outgoing is the run's cumulative OutgoingCall count over time, from
+// its -trace_stat rows.
+func (r *loadRun) outgoing(rows []map[string]float64) series {
+	var out series
+	for _, row := range rows {
+		out = append(out, struct {
+			t time.Time
+			v float64
+		}{unixTime(row["CurrentTime"]), row["OutgoingCall(C)"]})
+	}
+	return out
 }
 
 func minTime(a, b time.Time) time.Time {
