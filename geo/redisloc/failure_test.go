@@ -172,7 +172,10 @@ func TestFailoverLoss(t *testing.T) {
 		t.Run(fmt.Sprintf("wait=%d", wait), func(t *testing.T) {
 			c := redistest.Start(t, redistest.Options{})
 			reg := prometheus.NewRegistry()
-			s := newStoreCfg(t, Config{Addrs: c.Addrs(), KeyPrefix: freshPrefix(), Timeout: time.Second, WaitReplicas: wait},
+			s := newStoreCfg(t, Config{Addrs: c.Addrs(), KeyPrefix: freshPrefix(), Timeout: time.Second, WaitReplicas: wait,
+				// Short: once the replica is promoted its shard has no
+				// replica left, and every WAIT there runs to its timeout.
+				WaitTimeout: 100 * time.Millisecond},
 				1, WithRegistry(reg))
 			lost, acked, short, gap := failoverRun(t, c, s)
 			t.Logf("WAIT %d: %d acknowledged, %d lost after failover, %d WAIT timeouts, writes to the dead master's slots failed for %v",
@@ -185,8 +188,9 @@ func TestFailoverLoss(t *testing.T) {
 }
 
 // failoverRun saves distinct AoRs one after the other, kills the master of
-// the first AoR's slot after 300 acknowledgements, goes on until 300 more
-// saves to that slot succeeded (or 60 s), and then looks every
+// the first AoR's slot after 300 acknowledgements, goes on until writes
+// to that slot succeed again and 100 more saves succeeded (or 60 s), and
+// then looks every
 // acknowledged AoR up.
 func failoverRun(t *testing.T, c *redistest.Cluster, s *Store) (lost, acked, short int, gap time.Duration) {
 	ctx := context.Background()
@@ -212,6 +216,7 @@ func failoverRun(t *testing.T, c *redistest.Cluster, s *Store) (lost, acked, sho
 	}
 	var ok []string
 	var killedAt, backAt time.Time
+	var lastErr error
 	afterKill := 0
 	limit := time.Now().Add(60 * time.Second)
 	for i := 0; i < 20000 && time.Now().Before(limit); i++ {
@@ -224,12 +229,14 @@ func failoverRun(t *testing.T, c *redistest.Cluster, s *Store) (lost, acked, sho
 			}
 			if !killedAt.IsZero() && !backAt.IsZero() {
 				afterKill++
-				if afterKill >= 300 {
+				if afterKill >= 100 {
 					break
 				}
 			}
 		} else if !errors.Is(err, location.ErrUnavailable) {
 			t.Fatalf("save %s: %v", aor, err)
+		} else {
+			lastErr = err
 		}
 		if len(ok) == 300 && killedAt.IsZero() {
 			c.Kill(victim)
@@ -237,7 +244,7 @@ func failoverRun(t *testing.T, c *redistest.Cluster, s *Store) (lost, acked, sho
 		}
 	}
 	if backAt.IsZero() {
-		t.Fatal("the killed master's slots never took writes again within 60 s")
+		t.Fatalf("the killed master's slots never took writes again within 60 s (%d saves acknowledged, last error: %v)", len(ok), lastErr)
 	}
 	c.WaitOK(time.Minute)
 	for _, aor := range ok {

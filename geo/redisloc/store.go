@@ -34,6 +34,8 @@ type Store struct {
 	up   atomic.Bool  // the last health checks passed
 	fail atomic.Int32 // consecutive failed health checks
 	home atomic.Int64 // AoRs in this node's home index, at the last check
+
+	lastReload atomic.Int64 // unix ns of the last slot map reload failed() asked for
 }
 
 // Option sets an optional dependency.
@@ -75,9 +77,13 @@ func New(cfg Config, node uint32, opts ...Option) (*Store, error) {
 		ContextTimeoutEnabled: true,
 		MaxRetries:            2,
 		DialerRetries:         1, // a refused dial is an answer: do not retry it five times
-		MaxRedirects:          3,
-		PoolSize:              cfg.PoolSize,
-		DisableIdentity:       true, // CLIENT SETINFO is Redis 7.2+: one wasted round trip per dial on 7.0
+		// A dead master refuses connections rather than answering MOVED,
+		// so the client would keep its old slot map until the periodic
+		// reload: failed() reloads at once, this bounds the rest.
+		ClusterStateReloadInterval: 5 * time.Second,
+		MaxRedirects:               3,
+		PoolSize:                   cfg.PoolSize,
+		DisableIdentity:            true, // CLIENT SETINFO is Redis 7.2+: one wasted round trip per dial on 7.0
 		MaintNotificationsConfig: &maintnotifications.Config{
 			Mode: maintnotifications.ModeDisabled,
 		},
@@ -389,6 +395,7 @@ func (s *Store) failed(ctx context.Context, op string, start time.Time, err erro
 		return ctx.Err()
 	}
 	if unavailable(err) {
+		s.reloadSoon()
 		s.m.op(op, resultUnavailable, start)
 		return fmt.Errorf("%w: %s: %v", location.ErrUnavailable, op, err)
 	}
@@ -396,6 +403,19 @@ func (s *Store) failed(ctx context.Context, op string, start time.Time, err erro
 	s.log.Warn("location: redis failed", "op", op, "err", err)
 	return fmt.Errorf("redisloc: %s: %w", op, err)
 }
+
+// reloadSoon asks the client to reload the slot map (a failover may have
+// moved a slot to a promoted replica), at most every reloadEvery.
+func (s *Store) reloadSoon() {
+	now := time.Now().UnixNano()
+	last := s.lastReload.Load()
+	if now-last < int64(reloadEvery) || !s.lastReload.CompareAndSwap(last, now) {
+		return
+	}
+	s.rdb.ReloadState(context.Background())
+}
+
+const reloadEvery = 250 * time.Millisecond
 
 func unavailable(err error) bool {
 	var re redis.Error

@@ -40,6 +40,14 @@ type Options struct {
 	// User and Password, when set, add an ACL user with every permission
 	// (the default user stays open for redis-cli and the harness).
 	User, Password string
+	// Bind is the address every node listens on (default 127.0.0.1).
+	Bind string
+	// Command builds the commands the harness runs (redis-server,
+	// redis-cli); default exec.Command. The end-to-end tests run them in
+	// a network namespace ("ip netns exec", which keeps the PID).
+	Command func(name string, args ...string) *exec.Cmd
+	// Dial is how the harness's own clients connect (default: directly).
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Node is one redis-server process.
@@ -59,6 +67,7 @@ type Cluster struct {
 	t     testing.TB
 	bin   string
 	cli   string
+	o     Options
 }
 
 // Require skips (or fails under ANYEDGE_REQUIRE_REDIS) when redis-server
@@ -87,17 +96,23 @@ func Start(t testing.TB, o Options) *Cluster {
 	if o.NodeTimeout == 0 {
 		o.NodeTimeout = 2 * time.Second
 	}
-	c := &Cluster{t: t, bin: server, cli: cli}
+	if o.Bind == "" {
+		o.Bind = "127.0.0.1"
+	}
+	if o.Command == nil {
+		o.Command = exec.Command
+	}
+	c := &Cluster{t: t, bin: server, cli: cli, o: o}
 	t.Cleanup(c.stopAll)
 	ports := freePorts(t, 6)
 	root := t.TempDir()
 	for i, p := range ports {
-		n := &Node{Port: p, Dir: filepath.Join(root, fmt.Sprintf("n%d", i)), Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(p))}
+		n := &Node{Port: p, Dir: filepath.Join(root, fmt.Sprintf("n%d", i)), Addr: net.JoinHostPort(o.Bind, strconv.Itoa(p))}
 		if err := os.MkdirAll(n.Dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
 		conf := fmt.Sprintf(`port %d
-bind 127.0.0.1
+bind %s
 protected-mode no
 dir %s
 logfile %s
@@ -109,7 +124,7 @@ cluster-replica-validity-factor 0
 appendonly yes
 appendfsync %s
 save ""
-`, p, n.Dir, filepath.Join(n.Dir, "redis.log"), o.NodeTimeout.Milliseconds(), o.AppendFsync)
+`, p, o.Bind, n.Dir, filepath.Join(n.Dir, "redis.log"), o.NodeTimeout.Milliseconds(), o.AppendFsync)
 		if o.User != "" {
 			conf += fmt.Sprintf("user %s on >%s ~* &* +@all\n", o.User, o.Password)
 		}
@@ -124,13 +139,56 @@ save ""
 		args = append(args, n.Addr)
 	}
 	args = append(args, "--cluster-replicas", "1", "--cluster-yes")
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
+	create := o.Command(cli, args...)
+	timer := time.AfterFunc(time.Minute, func() {
+		if p := create.Process; p != nil {
+			_ = p.Kill()
+		}
+	})
+	out, err := create.CombinedOutput()
+	timer.Stop()
+	if err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	c.WaitOK(time.Minute)
+	c.WaitReplicasInSync(time.Minute)
 	return c
+}
+
+// WaitReplicasInSync waits until every running master has a replica
+// online (past the full resync): before that a killed master's replica
+// would be promoted without its data.
+func (c *Cluster) WaitReplicasInSync(within time.Duration) {
+	c.t.Helper()
+	c.poll(within, "every master with an online replica", func() error {
+		masters := 0
+		for i, n := range c.Nodes {
+			if !c.Running(i) {
+				continue
+			}
+			info, err := c.Info(i, "INFO", "replication")
+			if err != nil {
+				return err
+			}
+			if !strings.Contains(info, "role:master") {
+				if !strings.Contains(info, "master_link_status:up") || strings.Contains(info, "master_sync_in_progress:1") {
+					return fmt.Errorf("replica %s not in sync", n.Addr)
+				}
+				continue
+			}
+			if strings.Contains(info, "connected_slaves:0") {
+				continue // a master without slots, or whose replica is down
+			}
+			if !strings.Contains(info, "state=online") {
+				return fmt.Errorf("master %s: replica not online", n.Addr)
+			}
+			masters++
+		}
+		if masters == 0 {
+			return errors.New("no master with a replica")
+		}
+		return nil
+	})
 }
 
 // Addrs are the addresses of every node.
@@ -152,8 +210,9 @@ func (c *Cluster) Restart(i int) {
 		n.mu.Unlock()
 		c.t.Fatalf("redistest: node %d is running", i)
 	}
-	cmd := exec.Command(c.bin, filepath.Join(n.Dir, "redis.conf"))
+	cmd := c.o.Command(c.bin, filepath.Join(n.Dir, "redis.conf"))
 	cmd.Dir = n.Dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test
 	if err := cmd.Start(); err != nil {
 		n.mu.Unlock()
 		c.t.Fatalf("redistest: start redis-server: %v", err)
@@ -161,7 +220,7 @@ func (c *Cluster) Restart(i int) {
 	n.cmd, n.out = cmd, make(chan error, 1)
 	go func(ch chan error) { ch <- cmd.Wait() }(n.out)
 	n.mu.Unlock()
-	rdb := redis.NewClient(&redis.Options{Addr: n.Addr, DisableIdentity: true})
+	rdb := redis.NewClient(&redis.Options{Addr: n.Addr, DisableIdentity: true, Dialer: c.o.Dial})
 	defer rdb.Close()
 	c.poll(30*time.Second, fmt.Sprintf("node %d (%s) answering PING", i, n.Addr), func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -239,7 +298,7 @@ func (c *Cluster) WaitOK(within time.Duration) {
 
 // Info runs a command on node i and returns its reply as text (see text).
 func (c *Cluster) Info(i int, args ...string) (string, error) {
-	rdb := redis.NewClient(&redis.Options{Addr: c.Nodes[i].Addr, DisableIdentity: true, MaxRetries: -1})
+	rdb := redis.NewClient(&redis.Options{Addr: c.Nodes[i].Addr, DisableIdentity: true, MaxRetries: -1, Dialer: c.o.Dial})
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
