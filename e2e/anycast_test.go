@@ -572,16 +572,12 @@ func drainUnderLoad(t *testing.T, l *lab.Lab, fig *figures) {
 		t.Logf("all %d calls succeeded", calls)
 	case setup > 0:
 		t.Errorf("%d calls failed to set up during the drain (and %d in dialog): %v", setup, inDialog, err)
-	case os.Getenv("ANYEDGE_E2E_STRICT_DRAIN") != "":
-		t.Errorf("%d established calls failed during the drain: %v", inDialog, err)
 	default:
-		// Calls established through the drained edge just before the
-		// shift: their BYE now reaches the other edge, which must relay
-		// it to the drained one. The edge does not relay across nodes yet
-		// (it sends from the shared anycast address, which the peer drops
-		// as its own), so those BYEs time out. Every new call succeeded.
-		t.Logf("KNOWN LIMITATION: %d calls established just before the shift lost their BYE (no cross-node in-dialog relay yet); "+
-			"no call failed to set up. ANYEDGE_E2E_STRICT_DRAIN=1 makes this an error.", inDialog)
+		// Calls established through the drained edge before the shift:
+		// their ACK and BYE now reach the partner, which routes them to
+		// the drained edge along its Record-Route (from its own address,
+		// not the anycast one the drained edge would drop as its own).
+		t.Errorf("%d established calls failed during the drain: %v", inDialog, err)
 	}
 	fig.add(t, "drain: traffic moved (GSHUT)", shift)
 	fig.add(t, "drain: path withdrawn", withdrawn)
