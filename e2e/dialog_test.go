@@ -32,9 +32,9 @@ const dialogVIP = "203.0.113.50"
 // it holds it), with the same record_route_key, so a route recorded by d1
 // is d2's too. A call is made through d1; d2 holds it as a confirmed
 // replica. d1 is killed (SIGKILL) while the call is up: d2 takes the tag
-// and the VIP, and the caller's BYE, sent along the route set to the VIP,
-// reaches d2, which finds the replica, relays the BYE to the callee and
-// terminates the call. d1 then restarts and syncs the terminated call back
+// and the VIP, and the caller's re-INVITE and BYE, sent along the route
+// set to the VIP, reach d2, which finds the replica, relays both to the
+// callee and terminates the call on the BYE. d1 then restarts and syncs the terminated call back
 // from d2 before it is ready.
 func TestDialogFailover(t *testing.T) {
 	c := newTestCluster(t) // skips unless root
@@ -66,7 +66,7 @@ func TestDialogFailover(t *testing.T) {
 	// bob (the callee) registers through the VIP: d1 holds his binding.
 	bobPort := ua.port()
 	runSIPp(t, ua, "uac_register_noauth.xml", vip, "-s", "bob", "-p", strconv.Itoa(bobPort))
-	uas := startSIPp(t, ua, "uas_answer.xml", "", "-aa", "-p", strconv.Itoa(bobPort))
+	uas := startSIPp(t, ua, "uas_answer_reinvite.xml", "", "-aa", "-p", strconv.Itoa(bobPort))
 	uas.listening(t)
 	uac := startSIPp(t, ua, "uac_call_hold.xml", vip, "-s", "bob", "-d", "4000")
 
@@ -95,10 +95,11 @@ func TestDialogFailover(t *testing.T) {
 	})
 	t.Logf("d1 killed: d2 owns home-lab (and the VIP) after %v", dTag.Round(time.Millisecond))
 
-	// The caller's BYE goes to the VIP, now d2: the call ends on both legs.
+	// The caller's re-INVITE and BYE go to the VIP, now d2: the call is
+	// re-negotiated, then ends on both legs.
 	uac.wait(t)
 	uas.wait(t)
-	t.Logf("BYE through d2 answered %v after the kill", time.Since(t0).Round(time.Millisecond))
+	t.Logf("re-INVITE and BYE through d2 answered, %v after the kill", time.Since(t0).Round(time.Millisecond))
 	netlab.Eventually(t, 5*time.Second, 20*time.Millisecond, func() error {
 		if err := d2.getJSON("/v1/dialogs", &s2); err != nil {
 			return err
@@ -108,8 +109,8 @@ func TestDialogFailover(t *testing.T) {
 		}
 		return nil
 	})
-	if n := metricWith(t, d2, "anyedge_dialog_replica_requests_total", ""); n < 1 {
-		t.Errorf("d2 handled %v in-dialog requests on replicas, want the BYE", n)
+	if n := metricWith(t, d2, "anyedge_dialog_replica_requests_total", ""); n < 2 {
+		t.Errorf("d2 handled %v in-dialog requests on replicas, want the re-INVITE and the BYE", n)
 	}
 	if n := metricWith(t, d2, "anyedge_dialog_replication_lag_seconds_count", ""); n < 2 {
 		t.Errorf("d2 observed %v replication lags", n)
