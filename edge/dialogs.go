@@ -23,8 +23,8 @@ type DialogStart = dialog.Start
 type DialogID = dialog.DialogID
 
 // DialogTracker keeps call state for the calls through this node
-// (edge/dialog's Service is one). The server
-// calls it on the paths a dialog goes through; every call must be quick.
+// (edge/dialog's Service is one). The server calls it on the paths a
+// dialog goes through; every call must be quick.
 type DialogTracker interface {
 	// Begin records a new INVITE before it is routed. ErrCallLimit
 	// refuses it with 486; any other error lets it through untracked.
