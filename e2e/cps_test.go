@@ -139,10 +139,11 @@ func TestCPSLimit(t *testing.T) {
 
 	// The callers: every call ended as the scenario allows (200, or 503
 	// with Retry-After), and there were refusals. Calls that timed out are
-	// a symptom of load (counted in the pace check below); n3's caller's
-	// calls after the kill go nowhere.
+	// a symptom of load (the pace check below); n3's caller's calls after
+	// the kill go nowhere.
 	var offered, refused float64
 	var accepted, answered, sent []series
+	var badAnswers []string
 	for i, u := range []*loadRun{uacs[0], uacs[1], uacs[2], moved} {
 		st, err := u.stats()
 		if err != nil {
@@ -168,11 +169,10 @@ func TestCPSLimit(t *testing.T) {
 		t.Logf("%s (to %s): %v calls, %v successful, %v failed (%v timed out); %v answered 200, %v refused with 503 + Retry-After",
 			name, u.remote, last["OutgoingCall(C)"], last["SuccessfulCall(C)"], last["FailedCall(C)"],
 			last["FailedMaxUDPRetrans(C)"]+last["FailedTimeoutOnRecv(C)"], ok.last(), no.last())
-		bad := last["FailedRegexpHdrNotFound(C)"] + last["FailedRegexpDoesntMatch(C)"] + last["FailedUnexpectedMessage(C)"]
-		if bad > 0 && u != uacs[2] {
+		if n := last["FailedRegexpHdrNotFound(C)"] + last["FailedRegexpDoesntMatch(C)"] + last["FailedUnexpectedMessage(C)"]; n > 0 && u != uacs[2] {
 			errs, _ := os.ReadFile(filepath.Join(u.dir, "errors.log"))
-			t.Errorf("%s: %v calls got an answer other than 200 or 503 with Retry-After (Retry-After missing: %v); errors:\n%s",
-				name, bad, last["FailedRegexpHdrNotFound(C)"], lastBytes(errs, 3000))
+			badAnswers = append(badAnswers, fmt.Sprintf("%s: %v calls got an answer other than 200 or 503 with Retry-After (Retry-After missing: %v); errors:\n%s",
+				name, n, last["FailedRegexpHdrNotFound(C)"], lastBytes(errs, 3000)))
 		}
 	}
 	if refused == 0 {
@@ -219,6 +219,16 @@ func TestCPSLimit(t *testing.T) {
 	}
 	t.Logf("calls accepted per 1 s window (window start in s from the load's start: calls), n3 killed at %.1f s:%s",
 		tKill.Sub(t0).Seconds(), b.String())
+	// Other answers (408, 500, a 503 without Retry-After because the
+	// upstream was marked down) are what an edge says when the upstream
+	// stops answering: a failure only when everything kept pace.
+	for _, e := range badAnswers {
+		if skipped == 0 {
+			t.Error(e)
+		} else {
+			t.Logf("during a stall, %s", e)
+		}
+	}
 	if len(steady) < 6 || len(after) < 6 {
 		t.Fatalf("too few windows where the platform kept pace (%d left out): %d steady, %d after the kill, want 6 each: "+
 			"the machine is too loaded for this test", skipped, len(steady), len(after))
