@@ -52,6 +52,14 @@ bench: bench-sip
 bench-sip: build
 	go run ./bench/sipbench -edged bin/edged $(SIPBENCH_FLAGS)
 
+# Redis Cluster location figures (docs/BENCHMARKS.md, "Redis Cluster
+# location"): REGISTER/s from one and two nodes against in-memory, lookup
+# p50/p99, round trips per REGISTER, Redis memory per binding. Starts its
+# own six-node cluster on loopback (redis-server: make deps). About 2 min.
+.PHONY: bench-redis
+bench-redis:
+	ANYEDGE_REQUIRE_REDIS=1 go test -run '^$$' -bench 'BenchmarkRegister|BenchmarkLookup|BenchmarkMemoryPerBinding' -benchtime 2s -count 3 ./geo/redisloc
+
 lab:
 	scripts/lab.sh up
 
