@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/anyedge/anyedge/edge/location"
 	"github.com/anyedge/anyedge/edge/proxy"
 )
 
@@ -100,7 +102,7 @@ func anycastPair(t *testing.T) (a, b *fixture, cl *txNet) {
 // rawPeer is a UDP socket that sends hand-written SIP and parses what it
 // gets, so that the test decides which node each message reaches.
 type rawPeer struct {
-	t    *testing.T
+	t    testing.TB
 	pc   net.PacketConn
 	addr string
 	in   chan rawMsg
@@ -111,7 +113,7 @@ type rawMsg struct {
 	from string
 }
 
-func newRawPeer(t *testing.T) *rawPeer {
+func newRawPeer(t testing.TB) *rawPeer {
 	t.Helper()
 	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
@@ -187,7 +189,7 @@ func isResponse(code int, method sip.RequestMethod) func(sip.Message) bool {
 	}
 }
 
-func parseReq(t *testing.T, s string) *sip.Request {
+func parseReq(t testing.TB, s string) *sip.Request {
 	t.Helper()
 	m, err := sip.NewParser().ParseSIP([]byte(strings.ReplaceAll(s, "\n", "\r\n")))
 	if err != nil {
@@ -197,7 +199,7 @@ func parseReq(t *testing.T, s string) *sip.Request {
 }
 
 // registerRaw registers bob at node with the callee's address as contact.
-func registerRaw(t *testing.T, callee *rawPeer, node string) {
+func registerRaw(t testing.TB, callee *rawPeer, node string) {
 	t.Helper()
 	callee.send(node, parseReq(t, fmt.Sprintf(`REGISTER sip:example.com SIP/2.0
 Via: SIP/2.0/UDP %[1]s;branch=z9hG4bK-reg1;rport
@@ -215,7 +217,7 @@ Content-Length: 0
 }
 
 // inviteRaw is the caller's INVITE for bob.
-func inviteRaw(t *testing.T, uac *rawPeer, branch string) *sip.Request {
+func inviteRaw(t testing.TB, uac *rawPeer, branch string) *sip.Request {
 	return parseReq(t, fmt.Sprintf(`INVITE sip:bob@example.com SIP/2.0
 Via: SIP/2.0/UDP %[1]s;branch=%[2]s;rport
 From: <sip:alice@example.com>;tag=a1
@@ -427,4 +429,93 @@ func FuzzTxFrameDecode(f *testing.F) {
 			t.Fatalf("re-encode differs: %v", err)
 		}
 	})
+}
+
+// BenchmarkMisdeliveredResponse measures the callee's 200 to the caller
+// through the owner node, from the callee's send to the caller's receive:
+// sent to the owner ("direct"), and sent to the other node, which relays it
+// ("relayed": over the in-process fake cluster, so frame encode, parse and
+// injection, without the cluster's TCP hop). The two alternate within one
+// run so that both see the same machine load; reported are their medians
+// and the median of the per-pair difference.
+func BenchmarkMisdeliveredResponse(b *testing.B) {
+	cl := &txNet{}
+	mk := func(id uint32) *Server {
+		cfg := Config{
+			Listeners: []Listener{{Transport: "udp", Addr: "127.0.0.1:0", Advertise: anycastHost}},
+			Domains:   []string{domain},
+			Timeouts:  Timeouts{NoResponse: 2 * time.Second},
+		}
+		cfg.Keepalive.Enabled = new(bool)
+		srv, err := New(cfg, location.NewMemory(), WithNodeID(id), WithHooks(Hooks{TxRelay: cl.relay(id)}))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := srv.Start(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = srv.Close() })
+		cl.add(id, srv)
+		return srv
+	}
+	a, o := mk(1), mk(2)
+	aAddr, oAddr := a.Addr("udp").String(), o.Addr("udp").String()
+	uac, callee := newRawPeer(b), newRawPeer(b)
+	registerRaw(b, callee, aAddr)
+	call := func(branch, to string) time.Duration {
+		uac.send(aAddr, inviteRaw(b, uac, branch))
+		inv := callee.next("INVITE", isRequest(sip.INVITE)).msg.(*sip.Request)
+		t0 := time.Now()
+		callee.send(to, answer(inv, 200, "OK", callee.addr))
+		uac.next("200", isResponse(200, sip.INVITE))
+		return time.Since(t0)
+	}
+	var direct, relayed, diff []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		d := call(fmt.Sprintf("z9hG4bK-bench-d%d", i), aAddr)
+		r := call(fmt.Sprintf("z9hG4bK-bench-r%d", i), oAddr)
+		direct, relayed, diff = append(direct, d), append(relayed, r), append(diff, r-d)
+	}
+	b.StopTimer()
+	med := func(v []time.Duration) float64 {
+		slices.Sort(v)
+		return float64(v[len(v)/2].Nanoseconds())
+	}
+	b.ReportMetric(med(direct), "ns/direct")
+	b.ReportMetric(med(relayed), "ns/relayed")
+	b.ReportMetric(med(diff), "ns/extra")
+}
+
+// peerRelay is a TxRelay that knows the cluster's SIP addresses.
+type peerRelay struct {
+	txNetRelay
+	self string
+	peer netip.Addr
+}
+
+func (p peerRelay) SelfAddr() string         { return p.self }
+func (p peerRelay) IsPeer(a netip.Addr) bool { return a == p.peer }
+
+// A request routed on to another node leaves from this node's own address,
+// not from the shared one it came in on (the peer would drop a packet from
+// an address it holds itself); towards anybody else the socket is kept.
+func TestTowardPeerLeavesFromOwnAddress(t *testing.T) {
+	relay := &peerRelay{peer: netip.MustParseAddr("127.0.0.3")}
+	f := startServer(t, func(c *Config) {
+		c.Listeners = []Listener{{Transport: "udp", Addr: "127.0.0.2:0"}, {Transport: "udp", Addr: "127.0.0.1:0"}}
+	}, WithNodeID(1), WithHooks(Hooks{TxRelay: relay}))
+	shared, own := f.srv.sockets[0], f.srv.sockets[1]
+	relay.self = own.ap.String()
+	route := func(host string) *sip.Request {
+		return parseReq(t, "BYE sip:bob@198.18.0.9 SIP/2.0\nVia: SIP/2.0/UDP 198.18.0.8;branch=z9hG4bK-x\n"+
+			"Route: <sip:"+host+":5060;lr>\nFrom: <sip:a@example.com>;tag=1\nTo: <sip:b@example.com>;tag=2\n"+
+			"Call-ID: c\nCSeq: 2 BYE\nMax-Forwards: 70\nContent-Length: 0\n\n")
+	}
+	if got := f.srv.towardPeer(route("127.0.0.3"), shared); got != own {
+		t.Errorf("to a peer: socket %s, want the node's own %s", got.ap, own.ap)
+	}
+	if got := f.srv.towardPeer(route("198.18.0.7"), shared); got != shared {
+		t.Errorf("to a non-peer: socket %s, want the one chosen, %s", got.ap, shared.ap)
+	}
 }

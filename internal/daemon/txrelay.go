@@ -73,6 +73,15 @@ func (d *Daemon) newTxRelay(hooks *edge.Hooks, srv **edge.Server) error {
 		d.log.Warn("the cluster node cannot carry capabilities: misdelivered SIP responses are dropped", "node", fmt.Sprintf("%T", d.node))
 		return nil
 	}
+	r, err := registerTxRelay(n, d.cfg.Cluster.NodeID, d.cfg.Cluster.SIPAddr, srv)
+	if err != nil {
+		return err
+	}
+	hooks.TxRelay = r
+	return nil
+}
+
+func registerTxRelay(n txNode, self uint32, sipAddr string, srv **edge.Server) (edge.TxRelay, error) {
 	err := n.Register(cluster.Capability{
 		Name: TxCap,
 		Handle: func(from uint32, typ cluster.MsgType, body []byte) {
@@ -83,8 +92,7 @@ func (d *Daemon) newTxRelay(hooks *edge.Hooks, srv **edge.Server) error {
 		},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	hooks.TxRelay = txRelay{n: n, self: d.cfg.Cluster.NodeID, sipAddr: d.cfg.Cluster.SIPAddr}
-	return nil
+	return txRelay{n: n, self: self, sipAddr: sipAddr}, nil
 }
