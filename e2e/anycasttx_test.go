@@ -25,13 +25,19 @@ func metricOf(e *lab.Edge, series string) int {
 	return v
 }
 
-// TestAnycastTransactions: a call rings at the edge that owns its INVITE
-// transaction, which sent it to the callee from the anycast address; that
-// edge is drained meanwhile, so the router sends the callee's 200, the
-// caller's ACK and BYE and their responses to the other edge. The call
-// still completes: the other edge relays the 200 over the cluster to the
-// owner, whose client transaction forwards it to the caller once, and
-// routes the ACK and BYE along the Record-Route itself.
+// TestAnycastTransactions: calls ring at the edge that owns their INVITE
+// transaction, which sent the INVITE to the callee from the anycast
+// address; that edge is drained meanwhile, so the router sends what
+// follows to the other edge.
+//   - answered: the callee's 200, the caller's ACK and BYE and their
+//     responses reach the other edge. The call completes: the other edge
+//     relays the 200 over the cluster to the owner, whose client
+//     transaction forwards it to the caller once, and routes the ACK and
+//     BYE along the Record-Route itself.
+//   - cancelled: the caller's CANCEL and the ACK of the 487 reach the
+//     other edge, which answers the CANCEL and relays both; the owner
+//     answers 487 and cancels the callee's branch, whose 200 and 487 come
+//     back through the other edge too.
 func TestAnycastTransactions(t *testing.T) {
 	l := startLab(t, func(e *lab.EdgePlan, c lab.Config) {
 		if os.Getenv("ANYEDGE_TX_DEBUG") != "" {
@@ -49,12 +55,8 @@ func TestAnycastTransactions(t *testing.T) {
 		})
 	}
 	a := l.Plan.Region("a")
-	ra := l.Routers["a"]
 	c := l.Clients["a"]
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
 	const uacPort = 5082
-	const ring = 6 * time.Second
 	owner := l.ServedBy(a, uacPort)
 	other := partner(l, owner)
 	if owner == nil || other == nil {
@@ -75,31 +77,81 @@ func TestAnycastTransactions(t *testing.T) {
 	if uasPort == 0 {
 		t.Fatalf("no port in 5070-5079 whose flow goes to %s", owner.Name)
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
 	if err := c.Register(ctx, lab.AnycastSIP(), "bob", uasPort); err != nil {
 		t.Fatal(err)
 	}
+	tc := txCase{l: l, owner: owner, other: other, uasPort: uasPort, uacPort: uacPort}
+
+	t.Run("answered", func(t *testing.T) {
+		const ring = 6 * time.Second
+		d := map[string]int{
+			`anyedge_sip_misdelivered_relayed_total{kind="response"}`:  1, // on other
+			`anyedge_sip_misdelivered_injected_total{kind="response"}`: 1, // on owner
+		}
+		tc.run(ctx, t, ring, d, "uas_ring_answer.xml", []string{"-d", strconv.Itoa(int(ring / time.Millisecond))},
+			"uac_call.xml", nil)
+	})
+	t.Run("cancelled", func(t *testing.T) {
+		const ring = 5 * time.Second
+		d := map[string]int{
+			`anyedge_sip_misdelivered_relayed_total{kind="cancel"}`:  1,
+			`anyedge_sip_misdelivered_relayed_total{kind="ack"}`:     1,
+			`anyedge_sip_misdelivered_injected_total{kind="cancel"}`: 1,
+			`anyedge_sip_misdelivered_injected_total{kind="ack"}`:    1,
+		}
+		tc.run(ctx, t, ring, d, "uas_ring.xml", nil,
+			"uac_cancel_late.xml", []string{"-d", strconv.Itoa(int(ring / time.Millisecond))})
+	})
+}
+
+// txCase is the lab and the roles of TestAnycastTransactions.
+type txCase struct {
+	l                *lab.Lab
+	owner, other     *lab.Edge
+	uasPort, uacPort int
+}
+
+// run places one call from uacScen to bob (uasScen), drains the owner as
+// soon as it has the INVITE, and checks that both scenarios succeed and
+// that each series in want rose by at least its value (relayed_* on the
+// other edge, injected_* on the owner). ring is how long the call rings:
+// the route must have moved by then.
+func (tc txCase) run(ctx context.Context, t *testing.T, ring time.Duration, want map[string]int,
+	uasScen string, uasArgs []string, uacScen string, uacArgs []string) {
+	l, owner, other := tc.l, tc.owner, tc.other
+	a := owner.Region
+	ra := l.Routers[a.Name]
+	c := l.Clients[a.Name]
+	on := func(series string) *lab.Edge {
+		if strings.Contains(series, "relayed") {
+			return other
+		}
+		return owner
+	}
+	before := map[string]int{}
+	for s := range want {
+		before[s] = metricOf(on(s), s)
+	}
 	var trace []string
 	if dir := os.Getenv("ANYEDGE_TX_DEBUG"); dir != "" {
-		trace = []string{"-trace_msg", "-message_file", filepath.Join(dir, "uas-msgs.log")}
+		trace = []string{"-trace_msg", "-message_file", filepath.Join(dir, uasScen+".msgs.log")}
 	}
-	uas, err := c.StartSIPp(ctx, "uas_ring_answer.xml", "", append([]string{"-aa", "-p", strconv.Itoa(uasPort),
-		"-d", strconv.Itoa(int(ring / time.Millisecond)), "-m", "1"}, trace...)...)
+	uas, err := c.StartSIPp(ctx, uasScen, "", append(append([]string{"-aa", "-p", strconv.Itoa(tc.uasPort), "-m", "1"},
+		uasArgs...), trace...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer uas.Stop()
-
-	const relayed = `anyedge_sip_misdelivered_relayed_total{kind="response"}`
-	const injected = `anyedge_sip_misdelivered_injected_total{kind="response"}`
 	const invites = `anyedge_sip_requests_total{method="INVITE"}`
-	relayedBefore, injectedBefore := metricOf(other, relayed), metricOf(owner, injected)
 	invitesBefore := metricOf(owner, invites)
-
-	uac, err := c.StartSIPp(ctx, "uac_call.xml", lab.AnycastSIP(), "-s", "bob", "-p", strconv.Itoa(uacPort),
-		"-m", "1", "-timeout", "40s", "-timeout_error")
+	uac, err := c.StartSIPp(ctx, uacScen, lab.AnycastSIP(), append([]string{"-s", "bob", "-p", strconv.Itoa(tc.uacPort),
+		"-m", "1", "-timeout", "40s", "-timeout_error"}, uacArgs...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer uac.Stop()
 	// Once the owner has the INVITE (the callee now rings), drain it.
 	t0 := time.Now()
 	waitFor(t, t0, 10*time.Second, func() error {
@@ -122,7 +174,7 @@ func TestAnycastTransactions(t *testing.T) {
 		return ra.WantNextHops(lab.Anycast+"/32", other.Addr.String())
 	})
 	if since := time.Since(t0); since >= ring {
-		t.Fatalf("the route moved %v after the INVITE, after the callee's %v of ringing: the test proves nothing", since, ring)
+		t.Fatalf("the route moved %v after the INVITE, after the call's %v of ringing: the test proves nothing", since, ring)
 	}
 	t.Logf("%s owns the call's transaction; drained %v after its INVITE arrived, the router moved the anycast route to %s %v later",
 		owner.Name, t1.Sub(t0).Round(time.Millisecond), other.Name, shift.Round(time.Millisecond))
@@ -139,20 +191,20 @@ func TestAnycastTransactions(t *testing.T) {
 		}
 	}()
 	if err := uac.Wait(); err != nil {
-		t.Fatalf("the call did not complete: %v", err)
+		t.Fatalf("caller: %v", err)
 	}
 	if err := uas.Wait(); err != nil {
 		t.Errorf("callee: %v", err)
 	}
-	r, i := metricOf(other, relayed)-relayedBefore, metricOf(owner, injected)-injectedBefore
-	t.Logf("call completed; %s relayed %d responses to %s, which fed %d to its transactions", other.Name, r, owner.Name, i)
-	if r < 1 {
-		t.Errorf("%s relayed no response: the 200 did not take the misdelivered path", other.Name)
-	}
-	if i < 1 {
-		t.Errorf("%s injected no relayed response", owner.Name)
-	}
-
+	// The owner's injection runs just after the relay is counted.
+	waitFor(t, time.Now(), 5*time.Second, func() error {
+		for s, n := range want {
+			if got := metricOf(on(s), s) - before[s]; got < n {
+				return fmt.Errorf("%s: %s rose by %d, want at least %d", on(s).Name, s, got, n)
+			}
+		}
+		return nil
+	})
 	if err := owner.Post("/v1/undrain", ""); err != nil {
 		t.Fatal(err)
 	}
