@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -333,14 +334,24 @@ func (e *Edge) Metric(name string, v *int) error {
 
 // HasAddr reports whether the edge has addr on interface dev.
 func (e *Edge) HasAddr(dev, addr string) (bool, error) {
+	addrs, err := e.Addrs(dev)
+	return slices.Contains(addrs, addr), err
+}
+
+// Addrs lists the addresses (IPv4 and IPv6, without their lengths) on
+// interface dev of the edge.
+func (e *Edge) Addrs(dev string) ([]string, error) {
 	out, err := run("ip", "-n", e.NS, "-o", "addr", "show", "dev", dev)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	for _, f := range strings.Fields(out) {
-		if a, _, _ := strings.Cut(f, "/"); a == addr {
-			return true, nil
+	var addrs []string
+	f := strings.Fields(out)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "inet" || f[i] == "inet6" {
+			a, _, _ := strings.Cut(f[i+1], "/")
+			addrs = append(addrs, a)
 		}
 	}
-	return false, nil
+	return addrs, nil
 }
