@@ -6,8 +6,10 @@
 // Request routing, in order (handler.go):
 //
 //	malformed          → 400 / 413 / 416 / 420 / 505 / 513, or dropped
-//	ACK                → forwarded statelessly along its Route (2xx ACK)
-//	CANCEL             → matched by the transaction layer; else 481
+//	ACK                → forwarded statelessly along its Route (2xx ACK);
+//	                     no Route of ours: relayed to every node (anycast.go)
+//	CANCEL             → matched by the transaction layer; else relayed to
+//	                     every node and 200 (anycast.go); no node up: 481
 //	Max-Forwards 0     → 483;  loop (our Via, same request) → 482
 //	REGISTER           → auth (if enabled) → registrar
 //	OPTIONS to us      → 200 (keepalive, health checks)
@@ -16,6 +18,9 @@
 //	                     (404 unknown user, 480 known but not registered)
 //	other domain       → only from authenticated users or trusted
 //	                     sources → upstreams with failover; else 403
+//
+// A response matching no transaction whose Via names another node is
+// relayed to that node (anycast.go, docs/ANYCAST.md).
 package edge
 
 import (
