@@ -38,6 +38,9 @@ func metricOf(e *lab.Edge, series string) int {
 //     other edge, which answers the CANCEL and relays both; the owner
 //     answers 487 and cancels the callee's branch, whose 200 and 487 come
 //     back through the other edge too.
+//
+// ANYEDGE_TX_DEBUG=DIR runs the edges at debug level and leaves their logs
+// and the callee's SIPp message trace in DIR.
 func TestAnycastTransactions(t *testing.T) {
 	l := startLab(t, func(e *lab.EdgePlan, c lab.Config) {
 		if os.Getenv("ANYEDGE_TX_DEBUG") != "" {
