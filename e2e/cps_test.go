@@ -243,8 +243,10 @@ func TestCPSLimit(t *testing.T) {
 		}
 	}
 	if len(steady) < 6 || len(after) < 6 {
-		t.Fatalf("too few windows where the platform kept pace (%d left out): %d steady, %d after the kill, want 6 each: "+
-			"the machine is too loaded for this test", skipped, len(steady), len(after))
+		// Nothing to judge the limiter on: a starved machine, not a wrong
+		// count (the windows above say which).
+		t.Skipf("too few windows where the platform kept pace (%d left out): %d steady, %d after the kill, want 6 each: "+
+			"the machine is too loaded to measure the limit", skipped, len(steady), len(after))
 	}
 	mean := 0.0
 	for _, n := range steady {
