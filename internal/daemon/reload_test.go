@@ -67,8 +67,13 @@ var baseVars = reloadVars{level: "info", nodeID: "7", rate: "100"}
 // -config does, and returns the fixture and the file.
 func startReload(t *testing.T) (*modulesFixture, string) {
 	t.Helper()
+	return startReloadWith(t, baseVars.render())
+}
+
+func startReloadWith(t *testing.T, src string) (*modulesFixture, string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "edged.yaml")
-	writeFile(t, path, baseVars.render())
+	writeFile(t, path, src)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -235,5 +240,25 @@ func TestReloadRestartKeys(t *testing.T) {
 		if !ok || !slices.Equal(re.Keys, []string{key}) {
 			t.Errorf("changing %s: %v", key, err)
 		}
+	}
+}
+
+// The subscribers file is re-read at every reload; a bad one fails the
+// reload, names the key, and keeps the old list.
+func TestReloadSubscribers(t *testing.T) {
+	subs := filepath.Join(t.TempDir(), "subscribers")
+	writeFile(t, subs, "alice example.com password=s3cret\n")
+	src := strings.Replace(baseVars.render(), "  domains: [example.com]",
+		"  domains: [example.com]\n  auth: {enabled: true, subscribers_file: "+subs+"}", 1)
+	f, _ := startReloadWith(t, src)
+	defer f.stop(t)
+
+	writeFile(t, subs, "alice example.com password=s3cret\nbob example.com password=other\n")
+	f.hup(t, reloadSuccess)
+
+	writeFile(t, subs, "alice example.com nothex\n")
+	f.hup(t, reloadFailed)
+	if !strings.Contains(f.logs.String(), "sip.auth.subscribers_file: ") {
+		t.Errorf("the failure does not name the key:\n%s", f.logs)
 	}
 }
