@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -18,25 +19,56 @@ import (
 )
 
 // The benchmarks behind docs/BENCHMARKS.md ("Redis Cluster location"):
-// make bench-redis. One cluster serves every benchmark of a run.
+// make bench-redis.
+//
+// One cluster serves every benchmark and every test that leaves it
+// healthy (each on its own key prefix); the tests that kill nodes start
+// their own.
 var (
-	benchOnce    sync.Once
-	benchCluster *redistest.Cluster
+	sharedOnce    sync.Once
+	sharedCluster *redistest.Cluster
 )
 
-func benchRedis(b *testing.B) *redistest.Cluster {
-	benchOnce.Do(func() {
-		// The cluster outlives this benchmark: the others share it, and
-		// Pdeathsig stops it with the test binary.
-		benchCluster = redistest.Start(&keepAlive{TB: b}, redistest.Options{})
+func sharedRedis(tb testing.TB) *redistest.Cluster {
+	tb.Helper()
+	redistest.Require(tb)
+	sharedOnce.Do(func() {
+		// The cluster outlives the test that starts it: TestMain stops it.
+		sharedCluster = redistest.Start(&keepAlive{TB: tb}, redistest.Options{})
 	})
-	return benchCluster
+	if sharedCluster == nil {
+		tb.Fatal("the shared Redis Cluster failed to start (see the first test that used it)")
+	}
+	return sharedCluster
 }
 
-// keepAlive defers nothing to the benchmark that started the cluster.
+// keepAlive defers nothing to the benchmark that started the cluster:
+// TestMain stops it and removes its directory.
 type keepAlive struct{ testing.TB }
 
 func (k *keepAlive) Cleanup(func()) {}
+
+func (k *keepAlive) TempDir() string {
+	d, err := os.MkdirTemp("", "redisloc-bench-")
+	if err != nil {
+		k.Fatal(err)
+	}
+	benchDirs = append(benchDirs, d)
+	return d
+}
+
+var benchDirs []string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if sharedCluster != nil {
+		sharedCluster.KillAll()
+	}
+	for _, d := range benchDirs {
+		_ = os.RemoveAll(d)
+	}
+	os.Exit(code)
+}
 
 // rtCounter counts network round trips: one per command or pipeline sent
 // to a cluster node.
@@ -90,7 +122,7 @@ func BenchmarkRegister(b *testing.B) {
 	for _, wait := range []int{0, 1} {
 		for _, nodes := range []int{1, 2} {
 			b.Run(fmt.Sprintf("redis/nodes=%d/wait=%d", nodes, wait), func(b *testing.B) {
-				c := benchRedis(b)
+				c := sharedRedis(b)
 				rt := &rtCounter{}
 				p := freshPrefix()
 				var stores []location.Store
@@ -171,7 +203,7 @@ func BenchmarkLookup(b *testing.B) {
 		measure(b, m)
 	})
 	b.Run("redis", func(b *testing.B) {
-		s := newStoreCfg(b, Config{Addrs: benchRedis(b).Addrs(), KeyPrefix: freshPrefix()}, 1)
+		s := newStoreCfg(b, Config{Addrs: sharedRedis(b).Addrs(), KeyPrefix: freshPrefix()}, 1)
 		fill(s)
 		measure(b, s)
 	})
@@ -181,7 +213,7 @@ func BenchmarkLookup(b *testing.B) {
 // the growth of used_memory summed over the masters (replicas hold as
 // much again).
 func BenchmarkMemoryPerBinding(b *testing.B) {
-	c := benchRedis(b)
+	c := sharedRedis(b)
 	ctx := context.Background()
 	for range b.N {
 		s := newStoreCfg(b, Config{Addrs: c.Addrs(), KeyPrefix: freshPrefix()}, 1)

@@ -44,7 +44,7 @@ func registerReq(t *testing.T, user string) *sip.Request {
 // TestRegistrarOnRedis drives the registrar over this store: REGISTER,
 // refresh, fetch, removal, as the SIP edge does.
 func TestRegistrarOnRedis(t *testing.T) {
-	c := redistest.Start(t, redistest.Options{})
+	c := sharedRedis(t)
 	s := newStore(t, c, 3, freshPrefix())
 	r, err := registrar.New(registrar.Config{}, s)
 	if err != nil {
