@@ -32,7 +32,9 @@
 // it in batches (flushed every reap_interval, so a REGISTER stays one
 // round trip); the reaper reads only the due part of its own index
 // (ZRANGEBYSCORE), never the keyspace. Keepalives follow the same rule:
-// a node pings only the bindings whose Home is itself. Every binding has
+// the edge's pinger lists the node's bindings through Range (its home
+// index, so also after a restart) and pings only those whose Home is
+// itself. Every binding has
 // exactly one home, so no binding is pinged twice and none is forgotten
 // while its home runs, and it is the node that holds the pinhole that
 // pings. OpenSIPS's split by AoR hash over the nodes spreads the pinging

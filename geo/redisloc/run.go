@@ -2,11 +2,14 @@ package redisloc
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/anyedge/anyedge/edge/location"
 )
 
 // failsToDown is how many consecutive failed health checks mark the cluster
@@ -147,4 +150,59 @@ func (s *Store) Reap(ctx context.Context) (int, error) {
 		return len(due), s.flush(ctx)
 	}
 	return 0, nil
+}
+
+// rangeBatch is how many AoRs Range reads per pipeline.
+const rangeBatch = 500
+
+// Range calls fn with the unexpired bindings of every AoR in this node's
+// home index, until fn returns false. It makes the store a nat.Ranger:
+// the keepalive pinger then finds the bindings homed here from Redis, also
+// after a restart, instead of only those registered since; its ownership
+// predicate (Home is this node) keeps each binding pinged by one node.
+// The reads are pipelined, rangeBatch AoRs at a time. Errors end the
+// listing early (logged): the pinger retries at its next tick.
+func (s *Store) Range(fn func(aor string, bindings []location.Binding) bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*s.cfg.Timeout)
+	defer cancel()
+	aors, err := s.rdb.ZRange(ctx, s.indexKey(), 0, -1).Result()
+	if err != nil {
+		s.log.Debug("location: range: reading the home index failed", "err", err)
+		return
+	}
+	now := s.clock()
+	for start := 0; start < len(aors); start += rangeBatch {
+		batch := aors[start:min(start+rangeBatch, len(aors))]
+		cmds := make([]*redis.StringSliceCmd, len(batch))
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, aor := range batch {
+				cmds[i] = p.HVals(ctx, s.hashKey(aor))
+			}
+			return nil
+		})
+		if err != nil && !errors.Is(err, redis.Nil) {
+			s.log.Debug("location: range: reading bindings failed", "err", err)
+			return
+		}
+		for i, aor := range batch {
+			var bs []location.Binding
+			for _, v := range cmds[i].Val() {
+				b, err := decodeBinding(aor, []byte(v))
+				if err != nil {
+					s.log.Warn("location: range: bad binding", "aor", aor, "err", err)
+					continue
+				}
+				if b.Expires.After(now) {
+					bs = append(bs, b)
+				}
+			}
+			if len(bs) == 0 {
+				continue
+			}
+			location.SortBindings(bs)
+			if !fn(aor, bs) {
+				return
+			}
+		}
+	}
 }
