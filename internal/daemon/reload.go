@@ -130,25 +130,25 @@ func (d *Daemon) reload() {
 	}
 	cfg, err := config.Load(d.rl.path)
 	if err != nil {
-		d.rl.total.WithLabelValues(reloadInvalid).Inc()
+		// Logged before counted: whoever waits on the counter finds the
+		// reason in the log.
 		d.log.Error("reload refused: the old config stays in force", "err", err)
+		d.rl.total.WithLabelValues(reloadInvalid).Inc()
 		return
 	}
-	if err := d.Reload(cfg); err != nil {
-		var re *RestartRequiredError
-		if errors.As(err, &re) {
-			re.File = d.rl.path
-		}
-		d.log.Error("reload refused: the old config stays in force", "err", err)
-	}
+	_ = d.reload1(d.rl.path, cfg)
 }
 
 // Reload applies cfg, a validated config, to the running daemon: see the
 // comment at the top of this file. It returns *RestartRequiredError when
 // cfg changes a key only a restart applies (nothing is applied then), or
 // the error of a part that failed to apply (the parts before it are
-// applied, and a reload of the same file retries the rest).
-func (d *Daemon) Reload(cfg *config.Config) error {
+// applied, and a reload of the same file retries the rest). The outcome
+// is logged and counted.
+func (d *Daemon) Reload(cfg *config.Config) error { return d.reload1("", cfg) }
+
+// reload1 is Reload of a config read from file (named in the errors).
+func (d *Daemon) reload1(file string, cfg *config.Config) error {
 	old := d.liveConfig()
 	changed := config.Diff(old, cfg)
 	var restart []string
@@ -158,21 +158,24 @@ func (d *Daemon) Reload(cfg *config.Config) error {
 		}
 	}
 	if len(restart) > 0 {
+		err := &RestartRequiredError{File: file, Keys: restart}
+		d.log.Error("reload refused: the old config stays in force", "err", err)
 		d.rl.total.WithLabelValues(reloadRestartRequired).Inc()
-		return &RestartRequiredError{Keys: restart}
+		return err
 	}
 	if err := d.apply(old, cfg); err != nil {
+		d.log.Error("reload failed: what came before the failure is applied; reload again to retry", "err", err)
 		d.rl.total.WithLabelValues(reloadFailed).Inc()
 		return err
 	}
 	d.rl.live.Store(cfg)
-	d.rl.total.WithLabelValues(reloadSuccess).Inc()
-	d.rl.lastOK.SetToCurrentTime()
 	if len(changed) == 0 {
 		d.log.Info("reload: config unchanged; subscribers re-read")
 	} else {
 		d.log.Info("reload: config applied", "changed", changed)
 	}
+	d.rl.lastOK.SetToCurrentTime()
+	d.rl.total.WithLabelValues(reloadSuccess).Inc()
 	return nil
 }
 
