@@ -226,3 +226,31 @@ func TestACL(t *testing.T) {
 		t.Fatal("ready with a wrong password")
 	}
 }
+
+// TestTLS: the store talks TLS to a cluster that serves only TLS and
+// requires client certificates; without the certificate it cannot.
+func TestTLS(t *testing.T) {
+	c := redistest.Start(t, redistest.Options{TLS: true})
+	ctx := context.Background()
+	f := c.TLS
+	good := newStoreCfg(t, Config{Addrs: c.Addrs(), KeyPrefix: freshPrefix(),
+		TLS: &TLSConfig{CA: f.CA, Cert: f.Cert, Key: f.Key}}, 1)
+	now := time.Now()
+	if _, err := good.Save(ctx, &location.SaveRequest{AoR: "sip:a@h", CallID: "c", CSeq: 1, Now: now,
+		Contacts: []location.Binding{{Contact: "sip:a@1", Q: 1000, Expires: now.Add(time.Hour)}}}); err != nil {
+		t.Fatal(err)
+	}
+	if bs, err := good.Lookup(ctx, "sip:a@h"); err != nil || len(bs) != 1 {
+		t.Fatalf("lookup over TLS: %+v %v", bs, err)
+	}
+	good.Tick(ctx)
+	if !good.Ready() {
+		t.Fatal("not ready over TLS")
+	}
+	for name, cfg := range map[string]*TLSConfig{"no client certificate": {CA: f.CA}, "plain TCP": nil} {
+		s := newStoreCfg(t, Config{Addrs: c.Addrs(), KeyPrefix: freshPrefix(), Timeout: 300 * time.Millisecond, TLS: cfg}, 1)
+		if _, err := s.Lookup(ctx, "sip:a@h"); err == nil {
+			t.Errorf("%s: lookup succeeded", name)
+		}
+	}
+}

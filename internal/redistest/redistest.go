@@ -9,6 +9,7 @@ package redistest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -48,6 +49,9 @@ type Options struct {
 	Command func(name string, args ...string) *exec.Cmd
 	// Dial is how the harness's own clients connect (default: directly).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLS serves TLS only (tls-port; the cluster bus and replication too)
+	// and requires client certificates; Cluster.TLS has the files.
+	TLS bool
 }
 
 // Node is one redis-server process.
@@ -68,6 +72,8 @@ type Cluster struct {
 	bin   string
 	cli   string
 	o     Options
+	// TLS is set with Options.TLS: the CA and a client certificate.
+	TLS *TLSFiles
 }
 
 // Require skips (or fails under ANYEDGE_REQUIRE_REDIS) when redis-server
@@ -106,12 +112,20 @@ func Start(t testing.TB, o Options) *Cluster {
 	t.Cleanup(c.stopAll)
 	ports := freePorts(t, 6)
 	root := t.TempDir()
+	if o.TLS {
+		c.TLS = writeTLS(t, root, o.Bind)
+	}
 	for i, p := range ports {
 		n := &Node{Port: p, Dir: filepath.Join(root, fmt.Sprintf("n%d", i)), Addr: net.JoinHostPort(o.Bind, strconv.Itoa(p))}
 		if err := os.MkdirAll(n.Dir, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		conf := fmt.Sprintf(`port %d
+		listen := fmt.Sprintf("port %d", p)
+		if c.TLS != nil {
+			listen = fmt.Sprintf("port 0\ntls-port %d\ntls-cluster yes\ntls-replication yes\n"+
+				"tls-cert-file %s\ntls-key-file %s\ntls-ca-cert-file %s\ntls-auth-clients yes", p, c.TLS.Cert, c.TLS.Key, c.TLS.CA)
+		}
+		conf := fmt.Sprintf(`%s
 bind %s
 protected-mode no
 dir %s
@@ -124,7 +138,7 @@ cluster-replica-validity-factor 0
 appendonly yes
 appendfsync %s
 save ""
-`, p, o.Bind, n.Dir, filepath.Join(n.Dir, "redis.log"), o.NodeTimeout.Milliseconds(), o.AppendFsync)
+`, listen, o.Bind, n.Dir, filepath.Join(n.Dir, "redis.log"), o.NodeTimeout.Milliseconds(), o.AppendFsync)
 		if o.User != "" {
 			conf += fmt.Sprintf("user %s on >%s ~* &* +@all\n", o.User, o.Password)
 		}
@@ -134,7 +148,11 @@ save ""
 		c.Nodes = append(c.Nodes, n)
 		c.Restart(i)
 	}
-	args := []string{"--cluster", "create"}
+	var args []string
+	if c.TLS != nil {
+		args = append(args, "--tls", "--cacert", c.TLS.CA, "--cert", c.TLS.Cert, "--key", c.TLS.Key)
+	}
+	args = append(args, "--cluster", "create")
 	for _, n := range c.Nodes {
 		args = append(args, n.Addr)
 	}
@@ -191,6 +209,13 @@ func (c *Cluster) WaitReplicasInSync(within time.Duration) {
 	})
 }
 
+func (c *Cluster) tlsConfig() *tls.Config {
+	if c.TLS == nil {
+		return nil
+	}
+	return c.TLS.Config.Clone()
+}
+
 // Addrs are the addresses of every node.
 func (c *Cluster) Addrs() []string {
 	var a []string
@@ -220,7 +245,7 @@ func (c *Cluster) Restart(i int) {
 	n.cmd, n.out = cmd, make(chan error, 1)
 	go func(ch chan error) { ch <- cmd.Wait() }(n.out)
 	n.mu.Unlock()
-	rdb := redis.NewClient(&redis.Options{Addr: n.Addr, DisableIdentity: true, Dialer: c.o.Dial})
+	rdb := redis.NewClient(&redis.Options{Addr: n.Addr, DisableIdentity: true, Dialer: c.o.Dial, TLSConfig: c.tlsConfig()})
 	defer rdb.Close()
 	c.poll(30*time.Second, fmt.Sprintf("node %d (%s) answering PING", i, n.Addr), func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -298,7 +323,8 @@ func (c *Cluster) WaitOK(within time.Duration) {
 
 // Info runs a command on node i and returns its reply as text (see text).
 func (c *Cluster) Info(i int, args ...string) (string, error) {
-	rdb := redis.NewClient(&redis.Options{Addr: c.Nodes[i].Addr, DisableIdentity: true, MaxRetries: -1, Dialer: c.o.Dial})
+	rdb := redis.NewClient(&redis.Options{Addr: c.Nodes[i].Addr, DisableIdentity: true, MaxRetries: -1, Dialer: c.o.Dial,
+		TLSConfig: c.tlsConfig()})
 	defer rdb.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
