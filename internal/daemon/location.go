@@ -33,6 +33,11 @@ func (d *Daemon) newRedisLocation(hooks *edge.Hooks) (*redisloc.Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	if d.cfg.Cluster.SIPAddr == "" {
+		// Without it the other nodes cannot relay to this one: a call for
+		// a UA registered here that lands elsewhere gets 480.
+		log.Warn("db-driven location without cluster.sip_addr: other nodes cannot relay calls to the UAs registered here")
+	}
 	hooks.HomeAddr = func(id uint32) (string, bool) {
 		for _, v := range d.node.Nodes() {
 			if v.ID == id {
