@@ -227,6 +227,9 @@ func TestCluster(t *testing.T) {
 		})
 		t.Logf("node 5's %d capabilities synced %v after rejoining: %+v", len(caps), d.Round(time.Millisecond), caps)
 		for _, cv := range caps {
+			if cv.Name == "sip.tx" {
+				continue // carries misdelivered SIP messages, holds no state to sync
+			}
 			if cv.Records == 0 && cv.Donor == 0 {
 				t.Errorf("capability %s synced without a snapshot from a donor: %+v", cv.Name, cv)
 			}
