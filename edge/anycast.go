@@ -253,6 +253,7 @@ func (s *Server) inject(from uint32, f txFrame) {
 	msg, err := s.parser.ParseSIP(f.sip)
 	if err != nil {
 		s.txm.drop("malformed")
+		s.log.Debug("relayed SIP message unparsable", "from", from, "error", err)
 		return
 	}
 	msg.SetTransport(f.transport)
@@ -268,7 +269,7 @@ func (s *Server) inject(from uint32, f txFrame) {
 		}
 		s.injectResponse(m)
 	case *sip.Request:
-		if (f.kind == txCancel) != m.IsCancel() || (f.kind == txAck) != m.IsAck() {
+		if !(f.kind == txCancel && m.IsCancel() || f.kind == txAck && m.IsAck()) {
 			s.txm.drop("malformed")
 			return
 		}

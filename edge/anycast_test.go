@@ -391,6 +391,29 @@ func TestAnycastCancelAndAckRelayed(t *testing.T) {
 	})
 }
 
+// A frame whose kind does not match its message (an INVITE sent as a
+// "response", a BYE as a "cancel") is dropped, never fed to a transaction.
+func TestAnycastRelayKindChecked(t *testing.T) {
+	a, _, _ := anycastPair(t)
+	inv := inviteRaw(t, newRawPeer(t), "z9hG4bK-kind")
+	for _, k := range []txKind{txResponse, txCancel, txAck} {
+		b, err := (&txFrame{kind: k, origin: 2, transport: "UDP", source: "127.0.0.1:9", sip: []byte(inv.String())}).encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.srv.HandleTxRelay(2, b)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if n := counter(t, a.reg, "anyedge_sip_misdelivered_dropped_total", map[string]string{"reason": "malformed"}); n != 3 {
+			return fmt.Errorf("dropped as malformed: %v, want 3", n)
+		}
+		return nil
+	})
+	if n := counter(t, a.reg, "anyedge_sip_misdelivered_injected_total", nil); n != 0 {
+		t.Errorf("injected %v", n)
+	}
+}
+
 // Frames are checked: truncated, unknown version or kind, no message.
 func TestTxFrameDecode(t *testing.T) {
 	good, err := (&txFrame{kind: txCancel, origin: 7, sent: 42, transport: "UDP", source: "198.18.0.1:5060",
