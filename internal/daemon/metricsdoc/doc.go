@@ -1,5 +1,6 @@
 // Package metricsdoc keeps docs/METRICS.md, the reference of every
-// anyedge_ metric, in step with the code. Its test runs a real daemon
+// anyedge_ metric, in step with the code (and checks that
+// docs/ARCHITECTURE.md names the packages that exist). Its test runs a real daemon
 // (cluster node, SIP edge, CPS, the GoBGP speaker, announcements, VIPs on
 // a recording router, geo, dialogs) in process, reads the registry's
 // descriptions (name, help, labels) and the types of the series it
