@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -41,6 +42,26 @@ func TestAnycast6(t *testing.T) {
 		}
 		out, _ := ra.Birdc("show", "route", "all", lab.Anycast6+"/128")
 		t.Logf("birdc show route all %s/128:\n%s", lab.Anycast6, out)
+		// The issue's metrics, per peer and per prefix, for both families.
+		e := l.Edges["a1"]
+		m, err := e.Metrics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{
+			fmt.Sprintf(`anyedge_bgp_session_up{peer="%s"} 1`, a.RouterLAN),
+			fmt.Sprintf(`anyedge_bgp_session_up{peer="%s"} 1`, a.RouterLAN6),
+			fmt.Sprintf(`anyedge_bfd_session_up{peer="%s"} 1`, a.RouterLAN),
+			fmt.Sprintf(`anyedge_bfd_session_up{peer="%s"} 1`, a.RouterLAN6),
+			`prefix="` + lab.Anycast6 + `/128"`,
+			`anyedge_bgp_announce_ready 1`,
+			`anyedge_drain_state 0`,
+			`vip="` + a.VIPL2v6.String() + `/128"`,
+		} {
+			if !strings.Contains(m, want) {
+				t.Errorf("%s /metrics has no %s", e.Name, want)
+			}
+		}
 	})
 
 	t.Run("register_and_call", func(t *testing.T) {
@@ -159,9 +180,9 @@ func TestAnycast6(t *testing.T) {
 			} else if err := victim.Proc.Signal(syscall.SIGCONT); err != nil {
 				t.Fatal(err)
 			}
-			// A killed edge restarts with the crash hold-down: up to 60 s
-			// after several kills in a row (bgp/announce).
-			d := ecmp6(t, l, a, 75*time.Second)
+			// A killed edge restarts with the crash hold-down: up to 6 s
+			// in the lab (max_hold_down).
+			d := ecmp6(t, l, a, 45*time.Second)
 			t.Logf("run %d: %s back in both ECMP routes %v later", run, victim.Name, d.Round(time.Millisecond))
 		}
 	}
@@ -181,6 +202,98 @@ func TestAnycast6(t *testing.T) {
 		// must drop the paths within a second.
 		failover(t, "freeze", syscall.SIGSTOP, time.Second)
 	})
+
+	t.Run("region_loss", func(t *testing.T) {
+		regionLoss(t, l, &fig)
+	})
+}
+
+// regionLoss kills both edges of region a: region a's router must send
+// both families to region b over the WAN, a client of region a must
+// register and place a call there (IPv4: see register_and_call for IPv6
+// calls), and when region a's edges come back its clients' flows must
+// return to them.
+func regionLoss(t *testing.T, l *lab.Lab, fig *figures) {
+	a, b := l.Plan.Region("a"), l.Plan.Region("b")
+	ra := l.Routers["a"]
+	c := l.Clients["a"]
+	p4 := probe(t, l, a, lab.AnycastSIP())
+	p6 := probe(t, l, a, lab.AnycastSIP6())
+	t0 := time.Now()
+	for _, e := range a.Edges {
+		if err := l.Edges[e.Name].Proc.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var d4 time.Duration
+	d6 := waitFor(t, t0, 15*time.Second, func() error {
+		if d4 == 0 && ra.WantNextHops(lab.Anycast+"/32", b.RouterWAN.String()) == nil {
+			d4 = time.Since(t0)
+		}
+		return ra.WantNextHops(lab.Anycast6+"/128", b.RouterWAN6.String())
+	})
+	if d4 == 0 {
+		d4 = waitFor(t, t0, 15*time.Second, func() error { return ra.WantNextHops(lab.Anycast+"/32", b.RouterWAN.String()) })
+	}
+	netlab.Eventually(t, 10*time.Second, 20*time.Millisecond, func() error {
+		if !p4.OKSince(t0.Add(d4)) || !p6.OKSince(t0.Add(d6)) {
+			return errors.New("no answer from region b yet")
+		}
+		return nil
+	})
+	w4, _ := outage(t, p4, t0)
+	w6, _ := outage(t, p6, t0)
+	t.Logf("region a lost: %s routes to region b after %v (IPv4, SIP gap %v) and %v (IPv6, SIP gap %v)",
+		ra.Region.RouterName(), d4.Round(time.Millisecond), w4.Round(time.Millisecond), d6.Round(time.Millisecond), w6.Round(time.Millisecond))
+	fig.add(t, "region loss: IPv4 route to the other region", d4)
+	fig.add(t, "region loss: IPv4 SIP loss window", w4)
+	fig.add(t, "region loss: IPv6 route to the other region", d6)
+	fig.add(t, "region loss: IPv6 SIP loss window", w6)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := c.Register(ctx, lab.AnycastSIP6(), "carol", 5300); err != nil {
+		t.Errorf("IPv6 REGISTER from region a's client during the region loss: %v", err)
+	}
+	// The call: dave's phone is a UAS on region a's client, registered
+	// on both edges of region b (by their own addresses: location is per
+	// node in the lab); the caller, also in region a, dials through the
+	// anycast address, which now leads to region b.
+	const uasPort, uacPort = 5370, 5380
+	for _, e := range b.Edges {
+		if err := c.Register(ctx, fmt.Sprintf("%s:%d", e.Addr, lab.SIPPort), "dave", uasPort); err != nil {
+			t.Fatalf("register dave at %s: %v", e.Name, err)
+		}
+	}
+	uas, err := c.StartSIPp(ctx, "uas_answer.xml", "", "-aa", "-p", strconv.Itoa(uasPort), "-m", "1", "-timeout", "20s", "-timeout_error")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.RunSIPp(ctx, "uac_call.xml", lab.AnycastSIP(), "-s", "dave", "-p", strconv.Itoa(uacPort), "-m", "1", "-timeout", "15s", "-timeout_error"); err != nil {
+		uas.Stop()
+		t.Fatalf("call from region a through %s during the region loss: %v", lab.AnycastSIP(), err)
+	}
+	if err := uas.Wait(); err != nil {
+		t.Fatalf("call during the region loss, callee side: %v", err)
+	}
+	t.Logf("during the region loss a client of region a registered over IPv6 and placed an IPv4 call, both served in region b")
+
+	for _, e := range a.Edges {
+		restart(t, l.Edges[e.Name])
+	}
+	d := ecmp6(t, l, a, 45*time.Second)
+	// Recovery moves the clients back: new flows of region a's client
+	// reach region a's edges again.
+	for _, dst := range []string{lab.AnycastSIP(), lab.AnycastSIP6()} {
+		p := probe(t, l, a, dst)
+		e, err := l.FlowEdge(a, p, 5*time.Second)
+		p.Stop()
+		if err != nil {
+			t.Fatalf("after the recovery, the flow to %s: %v", dst, err)
+		}
+		t.Logf("after the recovery the flow to %s reaches %s", dst, e.Name)
+	}
+	t.Logf("region a back in both ECMP routes %v after its edges answered", d.Round(time.Millisecond))
 }
 
 // ecmp6 waits until region r's router routes both anycast addresses
@@ -272,6 +385,6 @@ func vip6Kill(t *testing.T, l *lab.Lab, fig *figures) {
 		fig.add(t, "vip6 kill: l3 route to the partner", took3)
 		fig.add(t, "vip6 kill: l3 SIP loss window", w3)
 		restart(t, owner)
-		ecmp6(t, l, a, 75*time.Second)
+		ecmp6(t, l, a, 45*time.Second)
 	}
 }

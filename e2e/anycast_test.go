@@ -447,8 +447,14 @@ func (w *syncWatch) start(l *lab.Lab) {
 				if _, ok := w.announced[e.Name]; !ok && slices.Contains(hops, e.Addr.String()) {
 					w.announced[e.Name] = now
 				}
-				if _, ok := w.announced[e.Name]; !ok && est && len(r.Reasons) > 0 {
-					w.reasons[e.Name] = r.Reasons
+				if _, ok := w.announced[e.Name]; !ok && est {
+					// Every reason seen: not_synced, then the start
+					// hold-down (bgp/announce) once synced.
+					for _, rs := range r.Reasons {
+						if !slices.Contains(w.reasons[e.Name], rs) {
+							w.reasons[e.Name] = append(w.reasons[e.Name], rs)
+						}
+					}
 				}
 				w.mu.Unlock()
 			}

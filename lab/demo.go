@@ -30,6 +30,14 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 				u, r.ClientName(), r.Client, port, AnycastSIP(), l.servedBy(r, port))
 		}
 	}
+	// One user per region over IPv6, through the IPv6 anycast address.
+	for i, r := range l.Plan.Regions {
+		u, port := Users[(2*i+1)%len(Users)], 5110
+		if err := l.Clients[r.Name].Register(ctx, AnycastSIP6(), u, port); err != nil {
+			return fmt.Errorf("register %s over IPv6 from %s: %w", u, r.ClientName(), err)
+		}
+		fmt.Fprintf(w, "lab: %s registered over IPv6 from %s ([%s]:%d) to %s\n", u, r.ClientName(), r.Client6, port, AnycastSIP6())
+	}
 	// The test call: bob's phone is a SIPp UAS on region a's client. Its
 	// contact is registered on both of the region's edges (by their own
 	// addresses: location is per node), so the call works whichever edge
@@ -198,6 +206,7 @@ namespace, so edgectl needs no flags there. Try:
   ip netns exec %[2]s %[3]s undrain
   birdc -s %[5]s show protocols                    # router %[6]s
   birdc -s %[5]s show route all %[7]s/32
+  birdc -s %[5]s show route all %[17]s/128           # the IPv6 anycast (sessions %[4]sv6, ...)
   ip netns exec %[8]s ip route show %[7]s          # the ECMP route in %[6]s's kernel
   ip netns exec %[9]s sipp -sf edge/sipp/uac_register.xml -s alice -au alice -ap alicepw \
       -key domain %[10]s -m 1 -i %[11]s %[7]s:5060   # register from client %[12]s
@@ -209,7 +218,7 @@ namespace, so edgectl needs no flags there. Try:
 Users: %[16]s (password: the name + "pw"), domain %[10]s.
 `, AdminAddr, ns(a1.Name), ctl, a1.Name, sock, a.RouterName(), Anycast, ns(a.RouterName()),
 		ns(a.ClientName()), Domain, a.Client, a.ClientName(), l.pid(a2.Name), a2.Name, short(l.dir),
-		strings.Join(Users, ", "))
+		strings.Join(Users, ", "), Anycast6)
 }
 
 // pid is an edge's PID as text.

@@ -22,6 +22,14 @@
 // 203.0.113.(30+n) announced as a /32, each bound to a sharing tag
 // (vip-a, vip3-a, ...).
 //
+// IPv6 runs alongside on every segment (hosts in fd00:198:18::/48, region
+// n's LAN fd00:198:18:n::/64, edge an at ::1n, the router at ::1): every
+// edge also announces 2001:db8:a::10/128, on a separate IPv6 BGP session
+// with its own BFD session (see birdTmpl for why not one session for both
+// families), and serves SIP on it; region n's VIPs have IPv6 twins,
+// 2001:db8:a::(20+n) (moved by unsolicited neighbour advertisements) and
+// 2001:db8:a::(30+n) (a /128), under the same tags.
+//
 // Everything a lab creates carries its prefix (namespaces "anylab-ra",
 // "anylab-a1", ...; the bridges live in "anylab-sw", so the root namespace
 // is never touched). The state file in the run directory records the

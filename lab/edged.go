@@ -124,6 +124,10 @@ func (l *Lab) edgedConfig(e *EdgePlan) Config {
 		},
 		"announce": map[string]any{
 			"hold_down": "3s",
+			// The lab's tests kill edges on purpose, many times within the
+			// restart window: cap the crash-loop hold-down (3 s, 6 s, ...)
+			// so that a test's restarts stay quick.
+			"max_hold_down": "6s",
 			// The routers honour GRACEFUL_SHUTDOWN; the prepend shows the
 			// knob (and covers routers that do not).
 			"drain": map[string]any{"prepend": 1, "quiet": "2s"},
@@ -330,6 +334,17 @@ func (e *Edge) Metric(name string, v *int) error {
 		}
 	}
 	return fmt.Errorf("%s: no series %s", e.Name, name)
+}
+
+// Metrics fetches the edge's /metrics text.
+func (e *Edge) Metrics() (string, error) {
+	resp, err := e.http.Get("http://" + AdminAddr + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
 }
 
 // HasAddr reports whether the edge has addr on interface dev.

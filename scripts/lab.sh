@@ -5,7 +5,9 @@
 #   bin/edgelab): two regions (LAB_REGIONS=3 or --regions 3 for three),
 #   each with a BIRD 2 router, two edged and a SIPp client; the routers
 #   peer across a WAN. It registers a few users to the anycast address
-#   203.0.113.10, places a test call, prints a summary and what to type
+#   203.0.113.10 (and one per region over IPv6 to 2001:db8:a::10, which
+#   the edges announce on separate IPv6 BGP sessions), places a test
+#   call, prints a summary and what to type
 #   next, and leaves the lab running. Needs root; installs BIRD and SIPp
 #   if missing (scripts/install-deps.sh). If anything fails, everything it
 #   built is removed.
