@@ -160,6 +160,7 @@ bgp:
   prefixes: [{prefix: 203.0.113.10/32}]
 announce:
   hold_down: 200ms
+  start_hold_down: 10ms
   drain: {prepend: 1, quiet: 200ms}
 `
 
