@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -257,4 +259,52 @@ func failoverRun(t *testing.T, c *redistest.Cluster, s *Store) (lost, acked, sho
 		}
 	}
 	return lost, len(ok), int(testutil.ToFloat64(s.m.waitShort)), backAt.Sub(killedAt)
+}
+
+// TestSlowHealthCheckUnderLoad: a health check that times out while
+// operations are being answered does not mark the cluster unreachable
+// (that would withdraw a node for being busy); without recent answers,
+// two timed-out checks do.
+func TestSlowHealthCheckUnderLoad(t *testing.T) {
+	// A "Redis" that accepts connections and never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	var conns []net.Conn
+	var mu sync.Mutex
+	t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	s := newStoreCfg(t, Config{Addrs: []string{ln.Addr().String()}, Timeout: 50 * time.Millisecond, ReapInterval: time.Minute}, 1)
+	ctx := context.Background()
+	s.up.Store(true) // as if earlier checks had passed
+	s.lastOK.Store(time.Now().UnixNano())
+	s.check(ctx)
+	s.check(ctx)
+	if !s.Ready() {
+		t.Fatal("not ready after slow checks while operations were answered")
+	}
+	s.lastOK.Store(time.Now().Add(-2 * time.Minute).UnixNano())
+	s.check(ctx)
+	s.check(ctx)
+	if s.Ready() {
+		t.Fatal("still ready after two timed-out checks and no answered operation")
+	}
 }

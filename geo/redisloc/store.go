@@ -36,6 +36,7 @@ type Store struct {
 	home atomic.Int64 // AoRs in this node's home index, at the last check
 
 	lastReload atomic.Int64 // unix ns of the last slot map reload failed() asked for
+	lastOK     atomic.Int64 // unix ns of the last operation Redis answered
 }
 
 // Option sets an optional dependency.
@@ -185,6 +186,7 @@ func (s *Store) Save(ctx context.Context, req *location.SaveRequest) (*location.
 		return nil, err
 	}
 	s.m.op("save", resultOK, start)
+	s.lastOK.Store(time.Now().UnixNano())
 	s.noteHome(req.AoR, res.Bindings)
 	return res, nil
 }
@@ -335,6 +337,7 @@ func (s *Store) Lookup(ctx context.Context, aor string) ([]location.Binding, err
 		}
 	}
 	s.m.op("lookup", resultOK, start)
+	s.lastOK.Store(time.Now().UnixNano())
 	location.SortBindings(out)
 	return out, nil
 }
