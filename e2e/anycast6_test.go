@@ -203,6 +203,45 @@ func TestAnycast6(t *testing.T) {
 		failover(t, "freeze", syscall.SIGSTOP, time.Second)
 	})
 
+	t.Run("drain", func(t *testing.T) {
+		// The drain's GRACEFUL_SHUTDOWN community rides on the IPv6 path
+		// too: the router prefers the other edge while a1's IPv6 path
+		// still exists, then a1 withdraws it; undrain brings it back.
+		e, other := l.Edges["a1"], l.Edges["a2"]
+		t0 := time.Now()
+		if err := e.Post("/v1/drain", ""); err != nil {
+			t.Fatal(err)
+		}
+		var tagged bool
+		moved := waitFor(t, t0, 10*time.Second, func() error {
+			if out, err := ra.Birdc("show", "route", "all", lab.Anycast6+"/128", "protocol", e.Name+"v6"); err == nil &&
+				strings.Contains(out, "(65535,0)") {
+				tagged = true
+			}
+			return ra.WantNextHops(lab.Anycast6+"/128", other.Addr6.String())
+		})
+		withdrawn := waitFor(t, t0, 40*time.Second, func() error {
+			out, err := ra.Birdc("show", "route", lab.Anycast6+"/128", "protocol", e.Name+"v6")
+			if err != nil {
+				return err
+			}
+			if strings.Contains(out, lab.Anycast6) {
+				return fmt.Errorf("%s's IPv6 path still at %s", e.Name, ra.Region.RouterName())
+			}
+			return nil
+		})
+		t.Logf("%s drained: IPv6 traffic moved to %s after %v, path withdrawn after %v (GRACEFUL_SHUTDOWN seen on the IPv6 path: %v)",
+			e.Name, other.Name, moved.Round(time.Millisecond), withdrawn.Round(time.Millisecond), tagged)
+		if !tagged {
+			t.Errorf("%s never showed %s's IPv6 path with GRACEFUL_SHUTDOWN (65535,0) while shifting", ra.Region.RouterName(), e.Name)
+		}
+		fig.add(t, "drain: IPv6 traffic moved", moved)
+		if err := e.Post("/v1/undrain", ""); err != nil {
+			t.Fatal(err)
+		}
+		ecmp6(t, l, a, 30*time.Second)
+	})
+
 	t.Run("region_loss", func(t *testing.T) {
 		regionLoss(t, l, &fig)
 	})
