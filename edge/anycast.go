@@ -337,14 +337,28 @@ func (s *Server) towardPeer(fwd *sip.Request, sock *socket) *socket {
 	if err != nil || !r.IsPeer(a.Unmap()) {
 		return sock
 	}
+	if own := s.ownSocket(sock.cfg.Transport); own != nil {
+		return own
+	}
+	return sock
+}
+
+// ownSocket is the listener on this node's own (not shared) SIP address
+// for transport, or nil. Requests to other nodes leave from it: see
+// towardPeer.
+func (s *Server) ownSocket(transport string) *socket {
+	r := s.hooks.TxRelay
+	if r == nil {
+		return nil
+	}
 	own, err := netip.ParseAddrPort(r.SelfAddr())
 	if err != nil {
-		return sock
+		return nil
 	}
 	for _, so := range s.sockets {
-		if so.cfg.Transport == sock.cfg.Transport && so.ap.Addr().Unmap() == own.Addr().Unmap() {
+		if so.cfg.Transport == transport && so.ap.Addr().Unmap() == own.Addr().Unmap() {
 			return so
 		}
 	}
-	return sock
+	return nil
 }

@@ -542,3 +542,26 @@ func TestTowardPeerLeavesFromOwnAddress(t *testing.T) {
 		t.Errorf("to a non-peer: socket %s, want the one chosen, %s", got.ap, shared.ap)
 	}
 }
+
+// A request relayed to a binding's home node leaves from this node's own
+// address too, even when a shared (anycast) listener comes first.
+func TestHomeRelayLeavesFromOwnAddress(t *testing.T) {
+	relay := &peerRelay{peer: netip.MustParseAddr("127.0.0.3")}
+	hooks := Hooks{TxRelay: relay, HomeAddr: func(uint32) (string, bool) { return "127.0.0.3:5060", true }}
+	f := startServer(t, func(c *Config) {
+		c.Listeners = []Listener{{Transport: "udp", Addr: "127.0.0.2:0"}, {Transport: "udp", Addr: "127.0.0.1:0"}}
+	}, WithNodeID(1), WithHooks(hooks))
+	own := f.srv.sockets[1]
+	relay.self = own.ap.String()
+	var ruri sip.Uri
+	if err := sip.ParseUri("sip:alice@example.com", &ruri); err != nil {
+		t.Fatal(err)
+	}
+	tg, ok := f.srv.bindingTarget(location.Binding{AoR: "alice@example.com", Home: 2}, ruri)
+	if !ok || tg.Dest != "127.0.0.3:5060" {
+		t.Fatalf("target %+v %v, want a relay to the home", tg, ok)
+	}
+	if tg.Socket != own.ps {
+		t.Errorf("relay socket %v, want the node's own %s", tg.Socket, own.ap)
+	}
+}

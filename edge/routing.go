@@ -171,7 +171,12 @@ func (s *Server) bindingTarget(b location.Binding, ruri sip.Uri) (proxy.Target, 
 		if !ok {
 			return proxy.Target{}, false
 		}
-		sock := s.socketFor("udp", addr)
+		// From this node's own address when it has one: the home holds
+		// the anycast address too and drops a packet from it as a martian.
+		sock := s.ownSocket("udp")
+		if sock == nil {
+			sock = s.socketFor("udp", addr)
+		}
 		if sock == nil {
 			return proxy.Target{}, false
 		}
