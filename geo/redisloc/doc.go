@@ -50,7 +50,11 @@
 // makes Save and Lookup fail with location.ErrUnavailable (the registrar
 // answers 500 with Retry-After, the proxy 503 with Retry-After) and Ready
 // false after two failed health checks (the daemon withdraws the node's
-// anycast routes). Redis's persistence (AOF) decides what survives a
+// anycast routes). A check that only timed out while saves and lookups
+// were being answered does not count: a busy node must not withdraw
+// itself. A refused connection makes the client reload the slot map at
+// once, so a promoted replica takes writes as soon as Redis has promoted
+// it. Redis's persistence (AOF) decides what survives a
 // restart of the whole cluster: with appendfsync everysec, a write is in
 // the file (the kernel's page cache) before Redis replies, so a killed
 // redis-server loses nothing acknowledged; a host crash can lose up to one
