@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -307,4 +308,103 @@ func TestSlowHealthCheckUnderLoad(t *testing.T) {
 	if s.Ready() {
 		t.Fatal("still ready after two timed-out checks and no answered operation")
 	}
+}
+
+// TestRegistrarFlowsOnRedis runs REGISTER flows through the registrar on
+// this store (with the registrar's and the store's clocks shared and
+// moved by the test): what the SIP edge answers must not depend on the
+// backend.
+func TestRegistrarFlowsOnRedis(t *testing.T) {
+	c := sharedRedis(t)
+	type step struct {
+		after    time.Duration
+		hdrs     []string // replace the default header of the same name; "-Name" removes
+		code     int
+		contacts int // Contact headers in the 200 (-1: do not check)
+	}
+	flows := []struct {
+		name  string
+		cfg   registrar.Config
+		steps []step
+	}{
+		{"expires 0 removes one", registrar.Config{}, []step{
+			{hdrs: []string{"Contact: <sip:alice@198.51.100.7:5060>, <sip:alice@198.51.100.7:5062>"}, code: 200, contacts: 2},
+			{hdrs: []string{"CSeq: 2 REGISTER", "Expires: 0"}, code: 200, contacts: 1}}},
+		{"wildcard removes all", registrar.Config{}, []step{
+			{hdrs: []string{"Contact: <sip:alice@198.51.100.7:5060>, <sip:alice@198.51.100.7:5062>"}, code: 200, contacts: 2},
+			{hdrs: []string{"CSeq: 2 REGISTER", "Contact: *", "Expires: 0"}, code: 200, contacts: 0}}},
+		{"out of order, then a reboot", registrar.Config{}, []step{
+			{hdrs: []string{"CSeq: 5 REGISTER"}, code: 200, contacts: 1},
+			{hdrs: []string{"CSeq: 4 REGISTER"}, code: 400, contacts: -1},
+			{hdrs: []string{"CSeq: 1 REGISTER", "Call-ID: rebooted@pc33"}, code: 200, contacts: 1}}},
+		{"cap with reject", registrar.Config{MaxContacts: 2, Policy: registrar.PolicyReject}, []step{
+			{hdrs: []string{"Contact: <sip:alice@198.51.100.7:1>, <sip:alice@198.51.100.7:2>"}, code: 200, contacts: 2},
+			{hdrs: []string{"CSeq: 2 REGISTER", "Contact: <sip:alice@198.51.100.7:3>"}, code: 403, contacts: -1}}},
+		{"cap with replace-oldest", registrar.Config{MaxContacts: 2}, []step{
+			{hdrs: []string{"Contact: <sip:alice@198.51.100.7:1>, <sip:alice@198.51.100.7:2>"}, code: 200, contacts: 2},
+			{after: time.Second, hdrs: []string{"CSeq: 2 REGISTER", "Contact: <sip:alice@198.51.100.7:3>"}, code: 200, contacts: 2}}},
+		{"expiry", registrar.Config{}, []step{
+			{hdrs: []string{"Expires: 120"}, code: 200, contacts: 1},
+			{after: 121 * time.Second, hdrs: []string{"-Contact", "CSeq: 2 REGISTER"}, code: 200, contacts: 0}}},
+		{"fetch", registrar.Config{}, []step{
+			{code: 200, contacts: 1},
+			{hdrs: []string{"-Contact", "CSeq: 2 REGISTER"}, code: 200, contacts: 1}}},
+	}
+	for _, f := range flows {
+		t.Run(f.name, func(t *testing.T) {
+			clk := time.Now()
+			var mu sync.Mutex
+			now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clk }
+			s := newStore(t, c, 1, freshPrefix(), WithClock(now))
+			r, err := registrar.New(f.cfg, s, registrar.WithClock(now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, st := range f.steps {
+				mu.Lock()
+				clk = clk.Add(st.after)
+				mu.Unlock()
+				res := r.Handle(context.Background(), flowReq(t, st.hdrs...), registrar.Source{Addr: "198.51.100.7:5060", Transport: "udp"})
+				if res.StatusCode != st.code {
+					t.Fatalf("step %d: %d %s, want %d", i, res.StatusCode, res.Reason, st.code)
+				}
+				if n := len(res.GetHeaders("Contact")); st.contacts >= 0 && n != st.contacts {
+					t.Fatalf("step %d: %d contacts, want %d\n%s", i, n, st.contacts, res)
+				}
+			}
+		})
+	}
+}
+
+// flowReq builds alice's REGISTER with the default headers replaced by
+// hdrs of the same name, removed by "-Name".
+func flowReq(t *testing.T, hdrs ...string) *sip.Request {
+	t.Helper()
+	base := []string{
+		"Via: SIP/2.0/UDP 198.51.100.7:5060;branch=z9hG4bK776asdhds;rport",
+		"Max-Forwards: 70",
+		"To: <sip:alice@example.com>",
+		"From: <sip:alice@example.com>;tag=1928301774",
+		"Call-ID: a84b4c76e66710@pc33",
+		"CSeq: 1 REGISTER",
+		"Contact: <sip:alice@198.51.100.7:5060>",
+	}
+	for _, h := range hdrs {
+		name, _, _ := strings.Cut(strings.TrimPrefix(h, "-"), ":")
+		i := slices.IndexFunc(base, func(b string) bool { return strings.HasPrefix(b, name+":") })
+		switch {
+		case strings.HasPrefix(h, "-") && i >= 0:
+			base = slices.Delete(base, i, i+1)
+		case i >= 0:
+			base[i] = h
+		default:
+			base = append(base, h)
+		}
+	}
+	raw := "REGISTER sip:example.com SIP/2.0\r\n" + strings.Join(base, "\r\n") + "\r\nContent-Length: 0\r\n\r\n"
+	msg, err := sip.ParseMessage([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg.(*sip.Request)
 }
