@@ -36,6 +36,7 @@ import (
 	"errors"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -194,6 +195,12 @@ func (s *Server) relayResponse(res *sip.Response) bool {
 func (s *Server) relayToAll(kind txKind, req *sip.Request) bool {
 	r := s.hooks.TxRelay
 	if r == nil {
+		return false
+	}
+	if !s.fanout.take(time.Now()) {
+		// Anybody can send CANCELs to the anycast address; each one that
+		// matches nothing here goes to every node, so bound them.
+		s.txm.drop("overload")
 		return false
 	}
 	msg, err := s.txFrameOf(kind, req)
@@ -361,4 +368,37 @@ func (s *Server) ownSocket(transport string) *socket {
 		}
 	}
 	return nil
+}
+
+// Stray CANCELs and ACKs relayed to every node, per second and in a burst.
+// A real misdelivery follows a routing change and comes in far lower
+// numbers (one per call being set up or torn down through the moved path).
+const (
+	fanoutRate  = 2000
+	fanoutBurst = 500
+)
+
+// bucket is a token bucket (the fan-out of stray CANCELs and ACKs).
+type bucket struct {
+	mu     sync.Mutex
+	tokens float64
+	last   time.Time
+	rate   float64
+	burst  float64
+}
+
+func newBucket(rate, burst float64) *bucket { return &bucket{tokens: burst, rate: rate, burst: burst} }
+
+func (b *bucket) take(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.last.IsZero() {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	b.last = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }

@@ -565,3 +565,27 @@ func TestHomeRelayLeavesFromOwnAddress(t *testing.T) {
 		t.Errorf("relay socket %v, want the node's own %s", tg.Socket, own.ap)
 	}
 }
+
+// The fan-out bucket lets a burst through, then the rate, never more.
+func TestFanoutBucket(t *testing.T) {
+	b := newBucket(10, 5)
+	t0 := time.Unix(1_700_000_000, 0)
+	n := 0
+	for i := 0; i < 20; i++ {
+		if b.take(t0) {
+			n++
+		}
+	}
+	if n != 5 {
+		t.Fatalf("burst let %d through, want 5", n)
+	}
+	n = 0
+	for i := 1; i <= 100; i++ { // one second in 10 ms steps
+		if b.take(t0.Add(time.Duration(i) * 10 * time.Millisecond)) {
+			n++
+		}
+	}
+	if n < 9 || n > 11 {
+		t.Fatalf("%d through in a second at rate 10", n)
+	}
+}

@@ -111,6 +111,8 @@ type Server struct {
 	hooks Hooks
 	m     *metrics
 	txm   *txMetrics
+	// fanout bounds stray CANCELs/ACKs relayed to every node.
+	fanout *bucket
 	// txSlots bounds the relayed messages handled at once.
 	txSlots chan struct{}
 
@@ -178,6 +180,7 @@ func New(cfg Config, store location.Store, opts ...Option) (*Server, error) {
 	}
 	s.m = newMetrics(s.reg, store)
 	s.txm = newTxMetrics(s.reg)
+	s.fanout = newBucket(fanoutRate, fanoutBurst)
 	s.txSlots = make(chan struct{}, maxTxInjecting)
 	for _, t := range cfg.Trusted {
 		p, _ := parseCIDR(t)
