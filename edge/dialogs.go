@@ -98,7 +98,9 @@ func (s *Server) dialogTx(r *request) sip.ServerTransaction {
 	if !ok {
 		return r.tx
 	}
-	return &trackedTx{srvTx: r.tx, on: func(res *sip.Response) {
+	// Recorded before it is sent: a caller may answer a 2xx with ACK and
+	// BYE at once, and the BYE must find the confirmed dialog.
+	return &trackedTx{srvTx: r.tx, before: true, on: func(res *sip.Response) {
 		tag := toTagOf(res)
 		switch code := res.StatusCode; {
 		case code < 200:
@@ -140,10 +142,15 @@ func (s *Server) inDialogTx(r *request) sip.ServerTransaction {
 // trackedTx reports every response sent upstream.
 type trackedTx struct {
 	*srvTx
-	on func(*sip.Response)
+	on     func(*sip.Response)
+	before bool // report each response before sending it, not after
 }
 
 func (t *trackedTx) Respond(res *sip.Response) error {
+	if t.before {
+		t.on(res)
+		return t.srvTx.Respond(res)
+	}
 	err := t.srvTx.Respond(res)
 	t.on(res)
 	return err
