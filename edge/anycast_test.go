@@ -589,3 +589,20 @@ func TestFanoutBucket(t *testing.T) {
 		t.Fatalf("%d through in a second at rate 10", n)
 	}
 }
+
+// An IPv6 Via gives a bracketed destination (sipgo's own is unbracketed
+// and unusable); IPv4 is left to sipgo.
+func TestViaDestinationIPv6(t *testing.T) {
+	for via, want := range map[string]string{
+		"SIP/2.0/UDP [2001:db8::1]:5070;branch=z9hG4bK-1":                             "[2001:db8::1]:5070",
+		"SIP/2.0/UDP [fd00::1];branch=z9hG4bK-1;received=2001:db8::9;rport=40000":     "[2001:db8::9]:40000",
+		"SIP/2.0/TCP [2001:db8::1];branch=z9hG4bK-1":                                  "[2001:db8::1]:5060",
+		"SIP/2.0/UDP 198.18.0.1:5070;branch=z9hG4bK-1;received=198.18.0.2;rport=4000": "",
+	} {
+		res := sip.NewResponseFromRequest(parseReq(t, "OPTIONS sip:a@example.com SIP/2.0\nVia: "+via+
+			"\nFrom: <sip:b@example.com>;tag=1\nTo: <sip:a@example.com>\nCall-ID: c\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n"), 200, "OK", nil)
+		if got := viaDestination(res); got != want {
+			t.Errorf("%s: %q, want %q", via, got, want)
+		}
+	}
+}

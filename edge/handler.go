@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,11 @@ type srvTx struct {
 }
 
 func (t *srvTx) Respond(res *sip.Response) error {
+	if res.MessageData.Destination() == "" {
+		if d := viaDestination(res); d != "" {
+			res.SetDestination(d)
+		}
+	}
 	err := t.ServerTransaction.Respond(res)
 	if err == nil {
 		t.m.response(res.StatusCode)
@@ -33,6 +39,37 @@ func (t *srvTx) Respond(res *sip.Response) error {
 		t.final.Store(true)
 	}
 	return err
+}
+
+// viaDestination is where a response goes by its top Via (RFC 3261
+// §18.2.2, RFC 3581 received and rport), as sipgo computes it, but with an
+// IPv6 host in brackets: sipgo v1.7.3 writes "addr:port" unbracketed and
+// then fails to send ("too many colons"). "" leaves it to sipgo.
+func viaDestination(res *sip.Response) string {
+	via := res.Via()
+	if via == nil {
+		return ""
+	}
+	host := via.Host
+	port := via.Port
+	if port <= 0 {
+		port = int(sip.DefaultPort(res.Transport()))
+	}
+	if via.Params != nil {
+		if r, ok := via.Params.Get("received"); ok && r != "" {
+			host = r
+		}
+		if rp, ok := via.Params.Get("rport"); ok && rp != "" {
+			if p, err := strconv.Atoi(rp); err == nil {
+				port = p
+			}
+		}
+	}
+	host = strings.Trim(host, "[]")
+	if !strings.Contains(host, ":") {
+		return "" // not IPv6: sipgo's own answer is right
+	}
+	return net.JoinHostPort(host, strconv.Itoa(port))
 }
 
 // reply answers with a response of our own.
