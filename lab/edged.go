@@ -86,8 +86,8 @@ func (l *Lab) edgedConfig(e *EdgePlan) Config {
 			// The node's own address first: requests the edge sends (to
 			// contacts, upstreams) leave from it, so their responses come
 			// back to this node rather than to whichever edge the anycast
-			// route picks (relaying a response to the node that owns its
-			// transaction is not implemented yet).
+			// route picks (one that lands elsewhere is relayed to its
+			// owner over the cluster, but that costs a hop).
 			// The same again for IPv6: the edge sends to IPv6 contacts from
 			// the first IPv6 listener, its own address.
 			"listeners": []map[string]any{
