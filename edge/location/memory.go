@@ -311,6 +311,17 @@ func (m *Memory) Stats() MemoryStats {
 // across AoRs: the replication layer's full sync uses it and relies on
 // OnChange for what changes meanwhile. fn runs without locks held.
 func (m *Memory) Range(fn func(aor string, bindings []Binding) bool) {
+	m.rangeWhere(false, fn)
+}
+
+// RangeNATed is Range over the bindings marked NATed only: the keepalive
+// scheduler scans every second, and decoding every binding of a large
+// store to keep the few NATed ones dominated the CPU of a busy registrar.
+func (m *Memory) RangeNATed(fn func(aor string, bindings []Binding) bool) {
+	m.rangeWhere(true, fn)
+}
+
+func (m *Memory) rangeWhere(natedOnly bool, fn func(aor string, bindings []Binding) bool) {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		now := m.clock().UnixNano()
@@ -319,11 +330,14 @@ func (m *Memory) Range(fn func(aor string, bindings []Binding) bool) {
 			bs  []Binding
 		}
 		sh.mu.Lock()
-		items := make([]item, 0, len(sh.aors))
+		var items []item
+		if !natedOnly {
+			items = make([]item, 0, len(sh.aors))
+		}
 		for _, e := range sh.aors {
 			var bs []Binding
 			for j := range e.recs {
-				if e.recs[j].expires > now {
+				if e.recs[j].expires > now && (!natedOnly || e.recs[j].nated) {
 					bs = append(bs, e.recs[j].decode(e.aor, &m.intern))
 				}
 			}

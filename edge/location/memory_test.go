@@ -293,6 +293,33 @@ func TestMemoryRange(t *testing.T) {
 	}
 }
 
+func TestMemoryRangeNATed(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory()
+	now := time.Now()
+	for i := range 10 {
+		r := reg(fmt.Sprintf("sip:u%d@x", i), "sip:u@192.0.2.1", "c", 1, now, time.Hour)
+		r.Contacts[0].NATed = i%3 == 0 // u0, u3, u6, u9
+		r.Contacts[0].Received = "198.51.100.7:4000"
+		if _, err := m.Save(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]bool{}
+	m.RangeNATed(func(aor string, bs []Binding) bool {
+		for _, b := range bs {
+			if !b.NATed || b.AoR != aor || b.Received != "198.51.100.7:4000" {
+				t.Errorf("RangeNATed gave %+v", b)
+			}
+		}
+		got[aor] = true
+		return true
+	})
+	if len(got) != 4 || !got["sip:u0@x"] || !got["sip:u9@x"] {
+		t.Fatalf("RangeNATed saw %v, want u0 u3 u6 u9", got)
+	}
+}
+
 func TestMemoryRun(t *testing.T) {
 	defer goleak.VerifyNone(t)
 	clk := &fakeClock{t: t0}

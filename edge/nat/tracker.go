@@ -72,6 +72,12 @@ type Ranger interface {
 	Range(fn func(aor string, bindings []location.Binding) bool)
 }
 
+// NATRanger is a Ranger that can list its NATed bindings alone, without
+// decoding the others (location.Memory).
+type NATRanger interface {
+	RangeNATed(fn func(aor string, bindings []location.Binding) bool)
+}
+
 // RangeSource lists every binding of a store that can list them. With it
 // the pinger also picks up contacts that became this node's without a
 // REGISTER through it (a partner's, after a failover); the ownership
@@ -81,7 +87,11 @@ type RangeSource struct{ R Ranger }
 // Bindings implements Source.
 func (s RangeSource) Bindings(ctx context.Context) ([]location.Binding, error) {
 	var out []location.Binding
-	s.R.Range(func(_ string, bs []location.Binding) bool {
+	rangeFn := s.R.Range
+	if n, ok := s.R.(NATRanger); ok {
+		rangeFn = n.RangeNATed // the pinger keeps only NATed ones anyway
+	}
+	rangeFn(func(_ string, bs []location.Binding) bool {
 		out = append(out, bs...)
 		return ctx.Err() == nil
 	})
