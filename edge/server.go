@@ -123,7 +123,11 @@ type Server struct {
 	upstreams *upstream.Pool
 	tracker   *nat.Tracker
 	pinger    *nat.Pinger
-	parser    *sip.Parser // for the UDP read filter
+	parser    *sip.Parser // for relayed messages (anycast.go)
+	// lastReads: per UDP listener, the datagram sipgo is parsing, to
+	// answer it when the parse fails (inbound.go).
+	lastMu    sync.Mutex
+	lastReads []*lastRead
 
 	ua      *sipgo.UserAgent
 	stack   *stack
@@ -274,7 +278,7 @@ func (s *Server) Start(ctx context.Context) error {
 // buildStack creates the sipgo user agent, the proxy, the pinger and the
 // upstream pool over the bound sockets.
 func (s *Server) buildStack() error {
-	sipLog := slog.New(&sipgoLogHandler{inner: s.log.Handler(), parseFailed: func() { s.m.malformed.WithLabelValues("unparsable").Inc() }}).With("component", "sipgo")
+	sipLog := slog.New(&sipgoLogHandler{inner: s.log.Handler(), parseFailed: s.udpParseFailed}).With("component", "sipgo")
 	parser := sip.NewParser()
 	parser.MaxMessageLength = s.cfg.MaxMessageSize
 	ua, err := sipgo.NewUA(
