@@ -239,9 +239,10 @@ func parseContact(ch *sip.ContactHeader) (contactSpec, *reject) {
 func headers(req *sip.Request, names ...string) []sip.Header {
 	var out []sip.Header
 	for _, h := range req.Headers() {
-		name := strings.ToLower(h.Name())
+		name := h.Name()
 		for _, n := range names {
-			if name == n {
+			// EqualFold, not ToLower: no allocation per header (hot path).
+			if strings.EqualFold(name, n) {
 				out = append(out, h)
 				break
 			}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -281,7 +282,7 @@ func (r *Registrar) ok(req *sip.Request, bs []location.Binding, now time.Time, o
 		sb.WriteString("<")
 		sb.WriteString(b.Contact)
 		sb.WriteString(">;expires=")
-		sb.WriteString(fmt.Sprint(int64((left + time.Second - 1) / time.Second)))
+		sb.WriteString(strconv.FormatInt(int64((left+time.Second-1)/time.Second), 10))
 		if b.Q != 1000 {
 			sb.WriteString(";q=")
 			sb.WriteString(formatQ(b.Q))
@@ -292,7 +293,7 @@ func (r *Registrar) ok(req *sip.Request, bs []location.Binding, now time.Time, o
 			sb.WriteString(`"`)
 			if b.RegID != 0 {
 				sb.WriteString(";reg-id=")
-				sb.WriteString(fmt.Sprint(b.RegID))
+				sb.WriteString(strconv.Itoa(b.RegID))
 			}
 		}
 		res.AppendHeader(sip.NewHeader("Contact", sb.String()))
