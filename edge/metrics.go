@@ -2,6 +2,7 @@ package edge
 
 import (
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -24,6 +25,36 @@ type metrics struct {
 	failovers prometheus.Counter
 	relayed   prometheus.Counter
 	duration  *prometheus.HistogramVec
+
+	// Children resolved on first use and kept: a label lookup hashes its
+	// values on every call, and these are counted for every request. Lazy,
+	// so that /metrics shows only the series seen, as before.
+	reqBy [len(methodList) + 1]atomic.Pointer[prometheus.Counter]
+	durBy [len(methodList) + 1]atomic.Pointer[prometheus.Observer]
+	resBy [7]atomic.Pointer[prometheus.Counter] // by class, 1..6
+}
+
+// methodList indexes the known methods; index len(methodList) is "other".
+var methodList = [...]sip.RequestMethod{sip.INVITE, sip.ACK, sip.CANCEL, sip.BYE, sip.REGISTER,
+	sip.OPTIONS, sip.SUBSCRIBE, sip.NOTIFY, sip.REFER, sip.INFO, sip.MESSAGE, sip.PRACK, sip.UPDATE, sip.PUBLISH}
+
+func methodIndex(m sip.RequestMethod) int {
+	for i, k := range methodList {
+		if k == m {
+			return i
+		}
+	}
+	return len(methodList)
+}
+
+// child returns the cached child of a vec, resolving it once.
+func child[T any](p *atomic.Pointer[T], resolve func() T) T {
+	if c := p.Load(); c != nil {
+		return *c
+	}
+	c := resolve()
+	p.Store(&c)
+	return c
 }
 
 var knownMethods = map[sip.RequestMethod]bool{
@@ -93,16 +124,22 @@ func newMetrics(reg prometheus.Registerer, store location.Store) *metrics {
 }
 
 func (m *metrics) request(method sip.RequestMethod) {
-	m.requests.WithLabelValues(methodLabel(method)).Inc()
+	child(&m.reqBy[methodIndex(method)], func() prometheus.Counter {
+		return m.requests.WithLabelValues(methodLabel(method))
+	}).Inc()
 }
 
 func (m *metrics) response(code int) {
 	if code < 100 || code > 699 {
 		return
 	}
-	m.responses.WithLabelValues(strconv.Itoa(code/100) + "xx").Inc()
+	child(&m.resBy[code/100], func() prometheus.Counter {
+		return m.responses.WithLabelValues(strconv.Itoa(code/100) + "xx")
+	}).Inc()
 }
 
 func (m *metrics) handled(method sip.RequestMethod, since time.Time) {
-	m.duration.WithLabelValues(methodLabel(method)).Observe(time.Since(since).Seconds())
+	child(&m.durBy[methodIndex(method)], func() prometheus.Observer {
+		return m.duration.WithLabelValues(methodLabel(method))
+	}).Observe(time.Since(since).Seconds())
 }
