@@ -33,7 +33,7 @@ func (s *Server) handleRegister(r *request) {
 		return
 	}
 	_ = r.tx.Respond(res)
-	if res.StatusCode == sip.StatusOK {
+	if res.StatusCode == sip.StatusOK && s.trackAoRs {
 		if to := req.To(); to != nil {
 			s.tracker.Add(aorOf(to.Address))
 		}

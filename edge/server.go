@@ -122,6 +122,10 @@ type Server struct {
 	rrKey     []byte
 	upstreams *upstream.Pool
 	tracker   *nat.Tracker
+	// trackAoRs: the pinger reads the tracker (keepalives on, a store
+	// that cannot list); else tracking would only cost a map entry and an
+	// AoR string per binding.
+	trackAoRs bool
 	pinger    *nat.Pinger
 	parser    *sip.Parser // for relayed messages (anycast.go)
 	// lastReads: per UDP listener, the datagram sipgo is parsing, to
@@ -319,6 +323,8 @@ func (s *Server) buildStack() error {
 		var src nat.Source = s.tracker
 		if r, ok := s.store.(nat.Ranger); ok {
 			src = nat.RangeSource{R: r}
+		} else {
+			s.trackAoRs = true
 		}
 		s.pinger, err = nat.NewPinger(s.cfg.Keepalive, src, s.store, keepaliveProber{s},
 			nat.WithNode(s.node), nat.WithLogger(s.log.With("component", "keepalive")), nat.WithRegistry(s.reg))
