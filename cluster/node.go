@@ -6,12 +6,14 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -558,7 +560,11 @@ func (h *handler) LinkDown(l *transport.Link, err error) {
 		}
 		delete(n.links, id)
 		n.log.Warn("link down", "peer", id, "err", err)
-		n.core.LinkDown(time.Now(), id)
+		if peerClosed(err) {
+			n.core.LinkDown(time.Now(), id)
+		} else {
+			n.core.LinkFailed(time.Now(), id)
+		}
 		n.flush()
 	})
 }
@@ -642,4 +648,12 @@ func (n *Node) Self() NodeMeta {
 		return *m
 	}
 	return NodeMeta{ID: n.cfg.NodeID, Region: n.cfg.Region}
+}
+
+// peerClosed tells a connection the peer's kernel closed (EOF, RST: its
+// process is gone) from other socket errors, after which it may be alive
+// and still hold tags.
+func peerClosed(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

@@ -48,10 +48,16 @@ type Core struct {
 	paths   map[NodeID][]NodeID
 	up      map[NodeID]bool // reachable, self excluded
 	everUp  map[NodeID]bool
-	hadLink bool
+	hadLink bool // an LSA from another node arrived: the view is not just self
 
-	tags      []*tagState
-	overrides map[string]override
+	tags         []*tagState
+	overrides    map[string]override
+	claims       map[string]map[NodeID]claim // tag -> node -> its latest claim
+	claimSeq     uint64
+	lastTagFlood time.Time
+	lastCame     time.Time            // a node last came up in this node's view
+	closedAt     map[NodeID]time.Time // when the peer's kernel closed our link
+	lost         map[NodeID]loss      // nodes that went down, and how
 
 	caps     map[string]*capState
 	capNames []string
@@ -80,6 +86,9 @@ func New(cfg Config, now time.Time) *Core {
 		up:        map[NodeID]bool{},
 		everUp:    map[NodeID]bool{},
 		overrides: map[string]override{},
+		claims:    map[string]map[NodeID]claim{},
+		closedAt:  map[NodeID]time.Time{},
+		lost:      map[NodeID]loss{},
 		caps:      map[string]*capState{},
 		streams:   map[uint64]*outStream{},
 		lastAE:    now,
@@ -178,7 +187,6 @@ func (c *Core) LinkUp(now time.Time, peer NodeMeta) {
 		t = c.cfg.WAN
 	}
 	c.links[peer.ID] = &link{peer: peer.ID, meta: peer, timers: t, lastHeard: now}
-	c.hadLink = true
 	// A fresh neighbour gets the whole database: this is how a node that
 	// knows one seed learns the cluster.
 	c.sendDatabase(peer.ID)
@@ -187,8 +195,28 @@ func (c *Core) LinkUp(now time.Time, peer NodeMeta) {
 	c.originate()
 }
 
-// LinkDown removes a direct link (TCP closed, or declared dead).
+// loss is how a node went down in this node's view.
+type loss struct {
+	at time.Time
+	// closed: our link to it was closed by its side (EOF/RST) just
+	// before, so its process is gone and holds no tag.
+	closed bool
+}
+
+// LinkDown removes a direct link that the peer's side closed (EOF or
+// RST): its process exited or was killed, and the kernel closed its TCP.
+// Tags it held move without a fence margin.
 func (c *Core) LinkDown(now time.Time, peer NodeID) {
+	if _, ok := c.links[peer]; ok {
+		c.closedAt[peer] = now
+	}
+	c.LinkFailed(now, peer)
+}
+
+// LinkFailed removes a direct link lost without proof that the peer is
+// gone (a socket error other than EOF/RST): tags it held move only after
+// the fence margin, as after a heartbeat timeout.
+func (c *Core) LinkFailed(now time.Time, peer NodeID) {
 	c.now = now
 	if _, ok := c.links[peer]; !ok {
 		return
@@ -233,6 +261,7 @@ func (c *Core) Tick(now time.Time) {
 	c.tickSync()
 	c.tickAntiEntropy()
 	c.recomputeTags()
+	c.refreshTags()
 }
 
 func (c *Core) sortedLinks() []NodeID {
@@ -302,6 +331,11 @@ func (c *Core) Recv(now time.Time, neighbour NodeID, f *wire.Frame) {
 		o := decodeOverride(&r)
 		if r.Err == nil {
 			c.onOverride(neighbour, o)
+		}
+	case msgTagClaim:
+		k := decodeClaim(&r)
+		if r.Err == nil {
+			c.onClaim(neighbour, k)
 		}
 	case wire.MsgSyncRequest, wire.MsgSyncChunk, wire.MsgSyncAck, wire.MsgSyncAbort:
 		c.onSync(f, &r)

@@ -80,6 +80,7 @@ func validBodies() map[wire.MsgType][]byte {
 		}),
 		wire.MsgDelta:        w(func(w *wire.Writer) { w.String("kv"); w.U32(1); w.Bytes(rec) }),
 		wire.MsgDeltaRequest: w(func(w *wire.Writer) { w.String("kv"); w.U32(2); w.U32(0); w.U32(1 << 30) }),
+		msgTagClaim:          claim{Tag: "vip", Node: 2, Inc: 1, Seq: 5, Active: true}.encode(),
 	}
 }
 
@@ -116,7 +117,7 @@ func TestRecvFixture(t *testing.T) {
 func TestRecvEmptyBodyCountsBadMessage(t *testing.T) {
 	for typ := wire.MsgType(0); typ <= 20; typ++ {
 		want := uint64(0)
-		if typ >= wire.MsgPong && typ <= wire.MsgDeltaRequest {
+		if typ >= wire.MsgPong && typ <= wire.MsgDeltaRequest || typ == msgTagClaim {
 			want = 1 // every system message but ping (echoed as is) has fields
 		}
 		c := recvFixture()
@@ -194,7 +195,7 @@ func recvSeeds() map[string]struct {
 		wire.MsgPing: "ping", wire.MsgPong: "pong", wire.MsgLSA: "lsa", wire.MsgRemoveNode: "remove_node",
 		wire.MsgTagOverride: "tag_override", wire.MsgSyncRequest: "sync_request", wire.MsgSyncChunk: "sync_chunk",
 		wire.MsgSyncAck: "sync_ack", wire.MsgSyncAbort: "sync_abort", wire.MsgDigest: "digest",
-		wire.MsgDelta: "delta", wire.MsgDeltaRequest: "delta_request",
+		wire.MsgDelta: "delta", wire.MsgDeltaRequest: "delta_request", msgTagClaim: "tag_claim",
 	}
 	out := map[string]seed{}
 	for typ, body := range validBodies() {

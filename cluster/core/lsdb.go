@@ -86,6 +86,7 @@ func (c *Core) flood(a *LSA, except NodeID) {
 
 // sendDatabase gives a new neighbour everything it needs to know.
 func (c *Core) sendDatabase(peer NodeID) {
+	c.sendClaims(peer)
 	for _, id := range c.sortedIDs() {
 		c.sendTo(peer, c.sysFrame(wire.MsgLSA, 0, c.lsdb[id].encode()))
 	}
@@ -125,6 +126,10 @@ func (c *Core) onLSA(from NodeID, a *LSA) {
 	if had && old.Seq >= a.Seq {
 		return
 	}
+	// Trust the view only once a neighbour's database arrives (with the
+	// claims it sends first), not on the bare link: a node that knows only
+	// itself would elect itself.
+	c.hadLink = true
 	c.lsdb[a.Origin] = a
 	// A peer that just became synced for a capability we hold: compare
 	// notes at once rather than on the next anti-entropy round.
@@ -248,6 +253,9 @@ func (c *Core) recompute() {
 	slices.Sort(came)
 	slices.Sort(went)
 	for _, id := range came {
+		c.lastCame = c.now
+		delete(c.lost, id)
+		delete(c.closedAt, id)
 		if c.everUp[id] {
 			c.scheduleHeal(id)
 		}
@@ -255,6 +263,12 @@ func (c *Core) recompute() {
 		c.event(Event{Kind: EventNodeUp, Node: id})
 	}
 	for _, id := range went {
+		// A close counts as death only if the node disappears right after
+		// it (its other neighbours see the same close); otherwise it was
+		// that side's own heartbeat timeout and it may be alive.
+		at, ok := c.closedAt[id]
+		c.lost[id] = loss{at: c.now, closed: ok && c.now.Sub(at) <= c.cfg.LAN.DeadAfter}
+		delete(c.closedAt, id)
 		c.event(Event{Kind: EventNodeDown, Node: id})
 		c.peerGone(id)
 	}

@@ -51,6 +51,213 @@ type tagState struct {
 	owner  NodeID // as this node sees it; 0 without quorum
 	active bool
 	quorum bool
+	// wantSince is when this node was elected but not yet active: it is
+	// waiting for the previous holder's release or fence margin.
+	wantSince time.Time
+}
+
+// msgTagClaim carries a node's claim on a tag (active or released). It is
+// a system message type appended after wire.MsgDeltaRequest; older nodes
+// ignore it.
+const msgTagClaim wire.MsgType = 16
+
+// claim is what a node last said about holding a tag. Newest wins, by
+// (Inc, Seq); a claim from an older incarnation than the node's current
+// one is void (that process is gone).
+type claim struct {
+	Tag    string
+	Node   NodeID
+	Inc    uint64
+	Seq    uint64
+	Active bool
+}
+
+func (k claim) encode() []byte {
+	var w wire.Writer
+	w.String(k.Tag)
+	w.U32(k.Node)
+	w.U64(k.Inc)
+	w.U64(k.Seq)
+	var a uint8
+	if k.Active {
+		a = 1
+	}
+	w.U8(a)
+	return w.B
+}
+
+func decodeClaim(r *wire.Reader) claim {
+	return claim{Tag: r.String(), Node: r.U32(), Inc: r.U64(), Seq: r.U64(), Active: r.U8() == 1}
+}
+
+func (k claim) newer(p claim) bool {
+	if k.Inc != p.Inc {
+		return k.Inc > p.Inc
+	}
+	return k.Seq > p.Seq
+}
+
+// onClaim stores and floods a claim, then re-evaluates the tags: a release
+// may be what an incoming owner waits for.
+func (c *Core) onClaim(from NodeID, k claim) {
+	if k.Node == c.self || k.Node == 0 {
+		return
+	}
+	m := c.claims[k.Tag]
+	if m == nil {
+		m = map[NodeID]claim{}
+		c.claims[k.Tag] = m
+	}
+	if old, ok := m[k.Node]; ok && !k.newer(old) {
+		return
+	}
+	m[k.Node] = k
+	body := k.encode()
+	for _, l := range c.sortedLinks() {
+		if l != from {
+			c.sendTo(l, c.sysFrame(msgTagClaim, 0, body))
+		}
+	}
+	c.recomputeTags()
+}
+
+// announceClaim floods this node's own claim on t.
+func (c *Core) announceClaim(t *tagState) {
+	seq := uint64(c.now.UnixNano())
+	if seq <= c.claimSeq {
+		seq = c.claimSeq + 1
+	}
+	c.claimSeq = seq
+	k := claim{Tag: t.spec.Name, Node: c.self, Inc: c.cfg.Self.Incarnation, Seq: seq, Active: t.active}
+	body := k.encode()
+	for _, l := range c.sortedLinks() {
+		c.sendTo(l, c.sysFrame(msgTagClaim, 0, body))
+	}
+}
+
+// sendClaims gives a new neighbour every claim this node knows, its own
+// first. They go before the LSAs, so that the neighbour knows who holds a
+// tag before it sees the holder come up.
+func (c *Core) sendClaims(peer NodeID) {
+	for _, t := range c.tags {
+		k := claim{Tag: t.spec.Name, Node: c.self, Inc: c.cfg.Self.Incarnation, Seq: c.claimSeq, Active: t.active}
+		c.sendTo(peer, c.sysFrame(msgTagClaim, 0, k.encode()))
+		m := c.claims[t.spec.Name]
+		ids := make([]NodeID, 0, len(m))
+		for id := range m {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		for _, id := range ids {
+			c.sendTo(peer, c.sysFrame(msgTagClaim, 0, m[id].encode()))
+		}
+	}
+}
+
+// refreshTags re-floods this node's claims and the overrides it knows
+// every LSARefresh: a flood sent while a link was silently cut is lost if
+// the link heals before its heartbeat times out (no new link, no database
+// exchange).
+func (c *Core) refreshTags() {
+	if c.now.Sub(c.lastTagFlood) < c.cfg.LSARefresh {
+		return
+	}
+	c.lastTagFlood = c.now
+	for _, l := range c.sortedLinks() {
+		for _, t := range c.tags {
+			k := claim{Tag: t.spec.Name, Node: c.self, Inc: c.cfg.Self.Incarnation, Seq: c.claimSeq, Active: t.active}
+			c.sendTo(l, c.sysFrame(msgTagClaim, 0, k.encode()))
+		}
+		for _, name := range c.sortedOverrides() {
+			c.sendTo(l, c.sysFrame(wire.MsgTagOverride, 0, c.overrides[name].encode()))
+		}
+	}
+}
+
+// FenceMargin is how long an elected node waits, after losing sight of a
+// tag's holder by heartbeat timeout, before it becomes active: one ping
+// interval of the slowest profile in use (WAN as soon as another region is
+// known, since the holder's quorum may rest on its WAN links), plus one
+// LAN ping interval.
+//
+// Why that is enough: on a live link each end pings every interval and
+// answers pings at once, so each hears the other at least once per
+// interval. At a cut, both ends' last-heard times lie within one interval
+// (plus the RTT) of each other, so the holder's side drops the link at
+// most one interval after this side does, and loses its quorum then. The
+// LAN interval covers the RTT, the shell's 20 ms tick, the flooding on the
+// holder's side and the VIP removal. Not covered: a holder whose process
+// stalls (GC, SIGSTOP) keeps its addresses whatever the margin.
+func (c *Core) FenceMargin() time.Duration {
+	if c.cfg.FenceMargin > 0 {
+		return c.cfg.FenceMargin
+	}
+	t := c.cfg.LAN
+	if c.cfg.WANOnly {
+		t = c.cfg.WAN
+	}
+	for _, id := range c.sortedIDs() {
+		if c.lsdb[id].Meta.Region != c.cfg.Self.Region {
+			t = c.cfg.WAN
+			break
+		}
+	}
+	return t.PingInterval + c.cfg.LAN.PingInterval
+}
+
+// mayActivate decides whether this elected node may become active for t
+// now: no other live process claims it, or its claim is void. A holder
+// that is up must release first (or ReleaseTimeout pass); one lost by
+// heartbeat timeout is waited out for the fence margin; one whose
+// connection its kernel closed (process gone) is not waited for.
+//
+// Nor does it become active within one LAN ping interval of a node coming
+// up in its view (a heal): both sides' databases are still flooding, and
+// a holder on the other side may be about to appear.
+func (c *Core) mayActivate(t *tagState) bool {
+	if !c.lastCame.IsZero() && c.now.Sub(c.lastCame) < c.cfg.LAN.PingInterval {
+		return false
+	}
+	m := c.claims[t.spec.Name]
+	for _, id := range sortedKeys(m) {
+		k := m[id]
+		if !k.Active {
+			continue
+		}
+		a := c.lsdb[id]
+		if a == nil || a.Meta.Incarnation > k.Inc {
+			continue // removed, or restarted since: that process holds nothing
+		}
+		if c.up[id] {
+			if c.now.Sub(t.wantSince) < c.cfg.ReleaseTimeout {
+				return false
+			}
+			continue // the release is lost or the holder disagrees: take over
+		}
+		lost, ok := c.lost[id]
+		if !ok {
+			if !c.everUp[id] && c.now.Sub(c.start) < c.cfg.TopologyGrace {
+				return false // just started: the holder's LSA may be on its way
+			}
+			continue // in another part of the network: the quorum rule keeps it apart
+		}
+		if lost.closed {
+			continue // its process is gone
+		}
+		if c.now.Sub(lost.at) < c.FenceMargin() {
+			return false
+		}
+	}
+	return true
+}
+
+func sortedKeys(m map[NodeID]claim) []NodeID {
+	ids := make([]NodeID, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
 }
 
 // TagInfo is a tag's state as seen locally.
@@ -173,9 +380,12 @@ func (c *Core) priority(t *tagState, id NodeID) int32 {
 // operator's override if that node is a candidate, else the highest
 // priority, lowest id among reachable, eligible, undrained nodes.
 func (c *Core) recomputeTags() {
-	// Until a link brings the topology in, only a seed (forming a new
-	// cluster) or a node that remembers its peers may trust its view.
-	settled := c.hadLink || ((c.cfg.Self.Seed || len(c.cfg.Known) > 0) && c.now.Sub(c.start) >= c.cfg.TopologyGrace)
+	// A starting node claims nothing for TopologyGrace: nodes starting
+	// together see each other's databases piecemeal, and two partial views
+	// could elect two owners. Then only a node whose view came from a
+	// neighbour's database, a seed (forming a new cluster) or a node that
+	// remembers its peers may trust its view.
+	settled := c.now.Sub(c.start) >= c.cfg.TopologyGrace && (c.hadLink || c.cfg.Self.Seed || len(c.cfg.Known) > 0)
 	for _, t := range c.tags {
 		elig := c.eligible(t)
 		q := settled && c.quorum(elig)
@@ -197,10 +407,23 @@ func (c *Core) recomputeTags() {
 				}
 			}
 		}
-		active := owner == c.self && owner != 0
+		elected := owner == c.self && owner != 0
+		switch {
+		case !elected || t.active:
+			t.wantSince = time.Time{}
+		case t.wantSince.IsZero():
+			t.wantSince = c.now
+		}
+		// Releasing is immediate; becoming active waits for the previous
+		// holder (see mayActivate).
+		active := elected && (t.active || c.mayActivate(t))
 		t.quorum = q
 		if owner != t.owner || active != t.active {
+			changed := active != t.active
 			t.owner, t.active = owner, active
+			if changed {
+				c.announceClaim(t)
+			}
 			c.event(Event{Kind: EventTagOwner, Tag: t.spec.Name, Owner: owner, Active: active})
 		}
 	}

@@ -231,7 +231,16 @@ type Config struct {
 	// TopologyGrace is how long a node that has no link yet waits before it
 	// trusts its (empty) view enough to claim sharing tags.
 	TopologyGrace time.Duration
-	Tags          []TagSpec
+	// FenceMargin is how long an elected node waits, after the tag's
+	// holder was lost by heartbeat timeout, before it becomes active (the
+	// holder fences itself meanwhile). Default: the slowest profile's
+	// PingInterval plus the LAN PingInterval (see Core.FenceMargin).
+	FenceMargin time.Duration
+	// ReleaseTimeout bounds how long an elected node waits for a holder
+	// that is still up to release the tag (its release lost, or it does
+	// not agree yet). Default 1 s.
+	ReleaseTimeout time.Duration
+	Tags           []TagSpec
 	// Known lists nodes remembered from a previous run (the shell keeps
 	// them in its state directory). They start as down, so a node that
 	// restarts cut off from everyone still knows it is in a minority and
@@ -268,6 +277,9 @@ func (c *Config) fill() {
 	}
 	if c.MaxBuffered == 0 {
 		c.MaxBuffered = 1 << 20
+	}
+	if c.ReleaseTimeout == 0 {
+		c.ReleaseTimeout = time.Second
 	}
 	if c.TopologyGrace == 0 {
 		c.TopologyGrace = c.SeedSyncDelay

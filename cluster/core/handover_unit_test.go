@@ -1,0 +1,200 @@
+package core
+
+import (
+	"testing"
+	"time"
+)
+
+// Tag handover: the incoming holder becomes active only once the outgoing
+// one cannot be holding any more. Node 1 (priority 200) holds "vip", node
+// 2 (100) is its partner, node 3 a witness that gives node 2 its quorum.
+
+const handoverStep = 10 * time.Millisecond
+
+func handoverLab(t *testing.T) *lab {
+	t.Helper()
+	l := newLab(t)
+	spec := TagSpec{Name: "vip", Nodes: []NodeID{1, 2}, Priorities: map[NodeID]int32{1: 200, 2: 100}}
+	for id := NodeID(1); id <= 3; id++ {
+		cfg := labConfig(id, "r1")
+		cfg.Self.Seed = id == 1
+		cfg.TopologyGrace = time.Second
+		cfg.Tags = []TagSpec{spec}
+		l.add(cfg)
+	}
+	l.link(1, 2)
+	l.link(1, 3)
+	l.link(2, 3)
+	l.settle()
+	l.run(2*time.Second, handoverStep)
+	if !tagOf(l.cores[1], "vip").Active || tagOf(l.cores[2], "vip").Active {
+		t.Fatalf("node 1 should hold vip alone: %+v %+v", tagOf(l.cores[1], "vip"), tagOf(l.cores[2], "vip"))
+	}
+	if m := l.cores[2].FenceMargin(); m != 200*time.Millisecond {
+		t.Fatalf("LAN fence margin %v, want 200ms (two LAN ping intervals)", m)
+	}
+	clear(l.events)
+	return l
+}
+
+// activeAt returns the lab time at which node id's tag event with active first
+// appears, running the lab in steps until limit.
+func activeAt(l *lab, id NodeID, active bool, limit time.Duration) (time.Time, bool) {
+	for end := l.now.Add(limit); ; {
+		for _, e := range l.events[id] {
+			if e.Kind == EventTagOwner && e.Tag == "vip" && e.Active == active {
+				return l.now, true
+			}
+		}
+		if !l.now.Before(end) {
+			return time.Time{}, false
+		}
+		l.tick(handoverStep)
+	}
+}
+
+func downAt(l *lab, id, peer NodeID) (time.Time, bool) {
+	for end := l.now.Add(2 * time.Second); l.now.Before(end); l.tick(handoverStep) {
+		if hasKind(l.events[id], EventNodeDown, peer) {
+			return l.now, true
+		}
+	}
+	return time.Time{}, false
+}
+
+func TestHandoverKillIsImmediate(t *testing.T) {
+	l := handoverLab(t)
+	t0 := l.now
+	l.kill(1, true) // the kernel closes its TCP: peers see EOF/RST
+	l.settle()
+	at, ok := activeAt(l, 2, true, 0)
+	if !ok || !at.Equal(t0) {
+		t.Fatalf("node 2 active at %v (ok %v), want at the kill, %v", at.Sub(labEpoch), ok, t0.Sub(labEpoch))
+	}
+}
+
+func TestHandoverHeartbeatTimeoutWaitsFenceMargin(t *testing.T) {
+	l := handoverLab(t)
+	l.kill(1, false) // frozen or cut off: peers find out by heartbeat
+	down, ok := downAt(l, 2, 1)
+	if !ok {
+		t.Fatal("node 2 never saw node 1 down")
+	}
+	if tagOf(l.cores[2], "vip").Active {
+		t.Fatal("node 2 active as soon as node 1 timed out")
+	}
+	at, ok := activeAt(l, 2, true, 2*time.Second)
+	if want := down.Add(200 * time.Millisecond); !ok || !at.Equal(want) {
+		t.Fatalf("node 2 active at %v, want %v (down at %v + 200ms margin)", at.Sub(labEpoch), want.Sub(labEpoch), down.Sub(labEpoch))
+	}
+}
+
+// A link error that is not a close by the peer (no EOF/RST) proves nothing:
+// the margin applies.
+func TestHandoverLinkFailedWaitsFenceMargin(t *testing.T) {
+	l := handoverLab(t)
+	t0 := l.now
+	for _, p := range []NodeID{2, 3} {
+		l.muted[mkEdge(1, p)] = true
+		l.cores[p].LinkFailed(l.now, 1)
+	}
+	l.collect()
+	l.settle()
+	if !hasKind(l.events[2], EventNodeDown, 1) {
+		t.Fatal("node 2 still sees node 1")
+	}
+	at, ok := activeAt(l, 2, true, 2*time.Second)
+	if want := t0.Add(200 * time.Millisecond); !ok || !at.Equal(want) {
+		t.Fatalf("node 2 active at %v, want %v", at.Sub(labEpoch), want.Sub(labEpoch))
+	}
+}
+
+// Node 1 is cut off alive: it fences itself (no quorum) before node 2
+// becomes active.
+func TestHandoverPartitionOldHolderFencesFirst(t *testing.T) {
+	l := handoverLab(t)
+	l.muted[mkEdge(1, 2)] = true
+	l.muted[mkEdge(1, 3)] = true
+	fenced, ok := activeAt(l, 1, false, 2*time.Second)
+	if !ok {
+		t.Fatal("node 1 never fenced itself")
+	}
+	took, ok := activeAt(l, 2, true, 2*time.Second)
+	if !ok || !fenced.Before(took) {
+		t.Fatalf("node 1 fenced at %v, node 2 active at %v: want fence first", fenced.Sub(labEpoch), took.Sub(labEpoch))
+	}
+}
+
+func isClaimFrom(id NodeID) func(labFrame) bool {
+	return func(f labFrame) bool { return f.from == id && f.f.Type == msgTagClaim }
+}
+
+// Drain: node 1 releases first; node 2 becomes active when the release
+// arrives, not when it learns that node 1 drained.
+func TestHandoverPreemptWaitsForRelease(t *testing.T) {
+	l := handoverLab(t)
+	l.hold = isClaimFrom(1)
+	t0 := l.now
+	l.cores[1].SetDrained(l.now, true)
+	l.collect()
+	l.settle()
+	if at, ok := activeAt(l, 1, false, 0); !ok || !at.Equal(t0) {
+		t.Fatal("node 1 did not release at once")
+	}
+	if tagOf(l.cores[2], "vip").Owner != 2 {
+		t.Fatalf("node 2 does not see itself elected: %+v", tagOf(l.cores[2], "vip"))
+	}
+	l.run(50*time.Millisecond, handoverStep)
+	if tagOf(l.cores[2], "vip").Active {
+		t.Fatal("node 2 active before node 1's release arrived")
+	}
+	l.hold = nil
+	if !l.release(func(f labFrame) bool { return isClaimFrom(1)(f) && f.to == 2 }) {
+		t.Fatal("no release from node 1 queued for node 2")
+	}
+	at, ok := activeAt(l, 2, true, 0)
+	if want := t0.Add(50 * time.Millisecond); !ok || !at.Equal(want) {
+		t.Fatalf("node 2 active at %v, want %v (when the release arrived)", at.Sub(labEpoch), want.Sub(labEpoch))
+	}
+}
+
+// Drain with no message lost: one exchange, no time passes in the lab.
+func TestHandoverDrainIsPrompt(t *testing.T) {
+	l := handoverLab(t)
+	t0 := l.now
+	l.cores[1].SetDrained(l.now, true)
+	l.collect()
+	l.settle()
+	if at, ok := activeAt(l, 2, true, 0); !ok || !at.Equal(t0) {
+		t.Fatalf("node 2 active at %v (ok %v), want at the drain", at.Sub(labEpoch), ok)
+	}
+}
+
+func TestHandoverReleaseLostWaitsTimeout(t *testing.T) {
+	l := handoverLab(t)
+	l.hold = isClaimFrom(1) // never delivered
+	t0 := l.now
+	l.cores[1].SetDrained(l.now, true)
+	l.collect()
+	l.settle()
+	at, ok := activeAt(l, 2, true, 2*time.Second)
+	if want := t0.Add(time.Second); !ok || !at.Equal(want) {
+		t.Fatalf("node 2 active at %v, want %v (release timeout 1s)", at.Sub(labEpoch), want.Sub(labEpoch))
+	}
+}
+
+func TestFenceMarginFollowsSlowestProfile(t *testing.T) {
+	cfg := labConfig(1, "r1")
+	c := New(cfg, labEpoch)
+	if m := c.FenceMargin(); m != 200*time.Millisecond {
+		t.Fatalf("LAN only: %v, want 200ms", m)
+	}
+	neighbour(c, labEpoch, peerMeta(2, "r2"), 10, 1)
+	if m := c.FenceMargin(); m != 1100*time.Millisecond {
+		t.Fatalf("with a node in another region: %v, want 1.1s (WAN 1s + LAN 100ms ping intervals)", m)
+	}
+	cfg.FenceMargin = 2 * time.Second
+	if m := New(cfg, labEpoch).FenceMargin(); m != 2*time.Second {
+		t.Fatalf("configured: %v, want 2s", m)
+	}
+}
