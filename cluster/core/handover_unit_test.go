@@ -198,3 +198,28 @@ func TestFenceMarginFollowsSlowestProfile(t *testing.T) {
 		t.Fatalf("configured: %v, want 2s", m)
 	}
 }
+
+// After a heal, the preferred holder takes the tag back once the partner
+// has released it, and not within a LAN ping interval of seeing it again.
+func TestHandoverHealTakesBackAfterRelease(t *testing.T) {
+	l := handoverLab(t)
+	l.muted[mkEdge(1, 2)] = true
+	l.muted[mkEdge(1, 3)] = true
+	if _, ok := activeAt(l, 2, true, 3*time.Second); !ok {
+		t.Fatal("node 2 never took over")
+	}
+	l.run(time.Second, handoverStep) // both sides time the links out
+	clear(l.muted)
+	clear(l.events)
+	t0 := l.now
+	l.link(1, 2)
+	l.link(1, 3)
+	l.settle()
+	if at, ok := activeAt(l, 2, false, 0); !ok || !at.Equal(t0) {
+		t.Fatalf("node 2 did not release at the heal: %+v", tagOf(l.cores[2], "vip"))
+	}
+	at, ok := activeAt(l, 1, true, time.Second)
+	if want := t0.Add(100 * time.Millisecond); !ok || !at.Equal(want) {
+		t.Fatalf("node 1 active at %v, want %v (heal + one LAN ping interval)", at.Sub(labEpoch), want.Sub(labEpoch))
+	}
+}

@@ -236,9 +236,6 @@ func (c *Core) mayActivate(t *tagState) bool {
 		}
 		lost, ok := c.lost[id]
 		if !ok {
-			if !c.everUp[id] && c.now.Sub(c.start) < c.cfg.TopologyGrace {
-				return false // just started: the holder's LSA may be on its way
-			}
 			continue // in another part of the network: the quorum rule keeps it apart
 		}
 		if lost.closed {
