@@ -93,10 +93,12 @@ func TestVIPFailover(t *testing.T) {
 		// A kill closes the links: the partner must hold the VIPs within
 		// 1 s. A frozen node stays reachable, through the other region,
 		// until the WAN links declare it dead (cluster.wan.dead_after,
-		// 5 s): a node is up while any path reaches it.
+		// 5 s): a node is up while any path reaches it; then the tag
+		// handover waits the fence margin (1.1 s with a WAN profile in
+		// use) so that a holder that is alive but cut off has let go.
 		limit := time.Second
 		if rn.sig == syscall.SIGSTOP {
-			limit = 6500 * time.Millisecond
+			limit = 7600 * time.Millisecond
 		}
 		t0 := time.Now()
 		if err := owner.Proc.Signal(rn.sig); err != nil {

@@ -59,7 +59,7 @@ type tagState struct {
 // msgTagClaim carries a node's claim on a tag (active or released). It is
 // a system message type appended after wire.MsgDeltaRequest; older nodes
 // ignore it.
-const msgTagClaim wire.MsgType = 16
+const msgTagClaim = wire.MsgTagClaim
 
 // claim is what a node last said about holding a tag. Newest wins, by
 // (Inc, Seq); a claim from an older incarnation than the node's current

@@ -69,6 +69,7 @@ const (
 	MsgDigest       MsgType = 13 // anti-entropy: bucket hashes of a capability
 	MsgDelta        MsgType = 14 // anti-entropy: records of differing buckets
 	MsgDeltaRequest MsgType = 15 // anti-entropy: ask for records of buckets
+	MsgTagClaim     MsgType = 16 // a node became active for a tag, or released it
 )
 
 // Frame is one decoded frame.
