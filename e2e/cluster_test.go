@@ -90,7 +90,11 @@ func TestCluster(t *testing.T) {
 		deadBefore := sumLinksDead(t, members)
 		hogs := runtime.NumCPU() * 2
 		for i := 0; i < hogs; i++ {
-			p := client.Start(t, fmt.Sprintf("hog%d.log", i), "timeout", "8", "sh", "-c", "while :; do :; done")
+			// The shell itself spins and stops after about 8 s: under
+			// `timeout`, killing timeout (the PID we hold) left the
+			// spinning shell behind for good.
+			p := client.Start(t, fmt.Sprintf("hog%d.log", i), "sh", "-c",
+				`end=$(($(date +%s) + 8)); while [ "$(date +%s)" -lt "$end" ]; do i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; done`)
 			t.Cleanup(func() { p.Kill() })
 		}
 		netlab.Consistently(t, 6*time.Second, 100*time.Millisecond, func() error {
