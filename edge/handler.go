@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -41,35 +40,17 @@ func (t *srvTx) Respond(res *sip.Response) error {
 	return err
 }
 
-// viaDestination is where a response goes by its top Via (RFC 3261
-// §18.2.2, RFC 3581 received and rport), as sipgo computes it, but with an
-// IPv6 host in brackets: sipgo v1.7.3 writes "addr:port" unbracketed and
-// then fails to send ("too many colons"). "" leaves it to sipgo.
+// viaDestination is sipgo's own destination for a response (its Via,
+// RFC 3261 §18.2.2 and RFC 3581 received/rport) with an IPv6 host put in
+// brackets: sipgo v1.7.3 joins host and port unbracketed and then fails
+// to send ("too many colons"). "" leaves it to sipgo (IPv4, names).
 func viaDestination(res *sip.Response) string {
-	via := res.Via()
-	if via == nil {
+	d := res.Destination()
+	i := strings.LastIndexByte(d, ':')
+	if i < 0 || !strings.Contains(d[:i], ":") || strings.HasPrefix(d, "[") {
 		return ""
 	}
-	host := via.Host
-	port := via.Port
-	if port <= 0 {
-		port = int(sip.DefaultPort(res.Transport()))
-	}
-	if via.Params != nil {
-		if r, ok := via.Params.Get("received"); ok && r != "" {
-			host = r
-		}
-		if rp, ok := via.Params.Get("rport"); ok && rp != "" {
-			if p, err := strconv.Atoi(rp); err == nil {
-				port = p
-			}
-		}
-	}
-	host = strings.Trim(host, "[]")
-	if !strings.Contains(host, ":") {
-		return "" // not IPv6: sipgo's own answer is right
-	}
-	return net.JoinHostPort(host, strconv.Itoa(port))
+	return net.JoinHostPort(d[:i], d[i+1:])
 }
 
 // reply answers with a response of our own.
