@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"os"
 	"strings"
 	"testing"
 
@@ -52,23 +51,7 @@ func TestDialogConfigErrors(t *testing.T) {
 // terminated), /v1/dialogs and edgectl dialogs show it.
 func TestRealNodeWithDialogs(t *testing.T) {
 	defer goleak.VerifyNone(t)
-	cfg, err := config.Parse("edged.yaml", []byte(dialogConfig))
-	if err != nil {
-		t.Fatal(err)
-	}
-	logs := &syncBuffer{}
-	sigs := make(chan os.Signal)
-	d, err := New(cfg, WithLogOutput(logs), WithSignals(sigs))
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, err := d.Listen()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &modulesFixture{d: d, base: "http://" + addr.String(), logs: logs, sigs: sigs, done: make(chan error, 1),
-		http: newHTTPClient()}
-	go func() { f.done <- d.Run(context.Background()) }()
+	d, f := startRealNode(t, dialogConfig)
 	defer f.stop(t)
 
 	eventually(t, "ready", func() bool { return f.readyz(t).Ready })

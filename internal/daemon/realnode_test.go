@@ -35,13 +35,11 @@ cps:
     - {name: platform, rate: 0.1, window: 10s}
 `
 
-// TestRealNodeWithSIPAndCPS wires the real cluster node (cluster.New, not
-// a fake): the CPS capability syncs on the seed, /readyz turns ready,
-// /v1/cps lists the limit, and the limit answers the second INVITE over
-// UDP with 503 and Retry-After.
-func TestRealNodeWithSIPAndCPS(t *testing.T) {
-	defer goleak.VerifyNone(t)
-	cfg, err := config.Parse("edged.yaml", []byte(realConfig))
+// startRealNode runs a daemon built from yaml with the real cluster node
+// (no fakes), its admin API on a free loopback port; stop it with f.stop.
+func startRealNode(t *testing.T, yaml string) (*Daemon, *modulesFixture) {
+	t.Helper()
+	cfg, err := config.Parse("edged.yaml", []byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,6 +56,16 @@ func TestRealNodeWithSIPAndCPS(t *testing.T) {
 	f := &modulesFixture{d: d, base: "http://" + addr.String(), logs: logs, sigs: sigs, done: make(chan error, 1),
 		http: newHTTPClient()}
 	go func() { f.done <- d.Run(context.Background()) }()
+	return d, f
+}
+
+// TestRealNodeWithSIPAndCPS wires the real cluster node (cluster.New, not
+// a fake): the CPS capability syncs on the seed, /readyz turns ready,
+// /v1/cps lists the limit, and the limit answers the second INVITE over
+// UDP with 503 and Retry-After.
+func TestRealNodeWithSIPAndCPS(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	d, f := startRealNode(t, realConfig)
 	defer f.stop(t)
 
 	eventually(t, "ready", func() bool { return f.readyz(t).Ready })
