@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 
 	"github.com/anyedge/anyedge/cluster"
@@ -16,6 +15,7 @@ type geoNode interface {
 	geo.Cluster
 	Register(cluster.Capability) error
 	Subscribe(func(cluster.Event))
+	NodeBySIPHost(netip.Addr) (uint32, bool)
 }
 
 // newGeo builds the distributed location on the node (its capabilities
@@ -41,21 +41,7 @@ func (d *Daemon) newGeo(hooks *edge.Hooks) error {
 		m, ok := gn.Meta(id)
 		return m.SIPAddr, ok && m.SIPAddr != ""
 	}
-	hooks.RelayPeer = func(src netip.Addr) bool { return isClusterSIPHost(gn, src) }
+	hooks.RelayPeer = func(src netip.Addr) bool { _, ok := gn.NodeBySIPHost(src); return ok }
 	d.geo = svc
 	return nil
-}
-
-// isClusterSIPHost reports whether src is the SIP address of a known node.
-func isClusterSIPHost(gn geoNode, src netip.Addr) bool {
-	for _, v := range gn.Nodes() {
-		host, _, err := net.SplitHostPort(v.SIPAddr)
-		if err != nil {
-			continue
-		}
-		if a, err := netip.ParseAddr(host); err == nil && a.Unmap() == src.Unmap() {
-			return true
-		}
-	}
-	return false
 }

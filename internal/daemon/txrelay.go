@@ -24,7 +24,7 @@ type txNode interface {
 	IsUp(id uint32) bool
 	Send(capName string, typ cluster.MsgType, to uint32, body []byte) error
 	SendMatching(capName string, typ cluster.MsgType, f cluster.Filter, body []byte) int
-	Nodes() []cluster.NodeView
+	NodeBySIPHost(a netip.Addr) (uint32, bool)
 }
 
 // txRelay implements edge.TxRelay over the cluster. Frames only arrive
@@ -39,15 +39,8 @@ type txRelay struct {
 func (r txRelay) SelfAddr() string { return r.sipAddr }
 
 func (r txRelay) IsPeer(a netip.Addr) bool {
-	for _, v := range r.n.Nodes() {
-		if v.ID == r.self {
-			continue
-		}
-		if ap, err := netip.ParseAddrPort(v.SIPAddr); err == nil && ap.Addr().Unmap() == a.Unmap() {
-			return true
-		}
-	}
-	return false
+	id, ok := r.n.NodeBySIPHost(a)
+	return ok && id != r.self
 }
 
 func (r txRelay) SendTx(node uint32, msg []byte) error {

@@ -24,12 +24,13 @@ func (f *fakeTxNode) Meta(id uint32) (cluster.NodeMeta, bool) {
 	return m, ok
 }
 func (f *fakeTxNode) IsUp(id uint32) bool { return f.up[id] }
-func (f *fakeTxNode) Nodes() []cluster.NodeView {
-	var out []cluster.NodeView
+func (f *fakeTxNode) NodeBySIPHost(a netip.Addr) (uint32, bool) {
 	for id, m := range f.metas {
-		out = append(out, cluster.NodeView{ID: id, SIPAddr: m.SIPAddr})
+		if ap, err := netip.ParseAddrPort(m.SIPAddr); err == nil && ap.Addr().Unmap() == a.Unmap() {
+			return id, true
+		}
 	}
-	return out
+	return 0, false
 }
 func (f *fakeTxNode) Send(capName string, typ cluster.MsgType, to uint32, body []byte) error {
 	if capName != TxCap || typ != txMsg {
