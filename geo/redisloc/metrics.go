@@ -19,6 +19,18 @@ type metrics struct {
 	waitShort prometheus.Counter
 	reaped    prometheus.Counter
 	homeAoRs  prometheus.Gauge
+
+	// byOp holds the children of ops and latency for the known operations
+	// and results, resolved once: WithLabelValues hashes the labels and
+	// takes the vector's lock on every call, and op runs per request.
+	byOp map[opResult]opChildren
+}
+
+type opResult struct{ op, result string }
+
+type opChildren struct {
+	count   prometheus.Counter
+	latency prometheus.Observer
 }
 
 // newMetrics registers on reg (nil: unregistered, for tests and benches).
@@ -53,10 +65,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg != nil {
 		reg.MustRegister(m.ops, m.latency, m.up, m.waitShort, m.reaped, m.homeAoRs)
 	}
+	m.byOp = map[opResult]opChildren{}
+	for _, op := range []string{"save", "lookup", "remove", "reap"} {
+		for _, r := range []string{resultOK, resultUnavailable, resultError} {
+			m.byOp[opResult{op, r}] = opChildren{m.ops.WithLabelValues(op, r), m.latency.WithLabelValues(op)}
+		}
+	}
 	return m
 }
 
 func (m *metrics) op(op, result string, start time.Time) {
-	m.ops.WithLabelValues(op, result).Inc()
-	m.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	c, ok := m.byOp[opResult{op, result}]
+	if !ok {
+		c = opChildren{m.ops.WithLabelValues(op, result), m.latency.WithLabelValues(op)}
+	}
+	c.count.Inc()
+	c.latency.Observe(time.Since(start).Seconds())
 }

@@ -90,14 +90,10 @@ func (s *Store) check(ctx context.Context) {
 // flush writes the buffered home index updates: one ZADD and one ZREM on
 // the index key. On failure they are kept for the next round.
 func (s *Store) flush(ctx context.Context) error {
-	s.idx.mu.Lock()
-	if len(s.idx.pending) == 0 {
-		s.idx.mu.Unlock()
+	batch := s.idx.take()
+	if len(batch) == 0 {
 		return nil
 	}
-	batch := s.idx.pending
-	s.idx.pending = make(map[string]int64, len(batch))
-	s.idx.mu.Unlock()
 
 	var add []redis.Z
 	var rem []any
@@ -121,13 +117,7 @@ func (s *Store) flush(ctx context.Context) error {
 	})
 	if err != nil {
 		// Put back what a newer Save has not replaced meanwhile.
-		s.idx.mu.Lock()
-		for aor, at := range batch {
-			if _, newer := s.idx.pending[aor]; !newer {
-				s.idx.pending[aor] = at
-			}
-		}
-		s.idx.mu.Unlock()
+		s.idx.putBack(batch)
 	}
 	return err
 }

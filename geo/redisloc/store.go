@@ -9,7 +9,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -103,7 +102,7 @@ func New(cfg Config, node uint32, opts ...Option) (*Store, error) {
 		clock: time.Now,
 		log:   slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
-	s.idx.pending = map[string]int64{}
+	s.idx.init()
 	for _, opt := range opts {
 		opt(s)
 	}
@@ -444,13 +443,6 @@ func isConnErr(err error) bool {
 		strings.Contains(msg, "no such host") || strings.Contains(msg, "cluster has no nodes")
 }
 
-// homeIndex buffers this node's index updates between flushes, so that a
-// REGISTER stays one round trip; Run writes them.
-type homeIndex struct {
-	mu      sync.Mutex
-	pending map[string]int64 // AoR → earliest home expiry ms; 0: not homed here
-}
-
 // noteHome records the earliest expiry of aor's bindings homed on this
 // node (or that it has none) for the next flush.
 func (s *Store) noteHome(aor string, bs []location.Binding) {
@@ -462,7 +454,5 @@ func (s *Store) noteHome(aor string, bs []location.Binding) {
 			}
 		}
 	}
-	s.idx.mu.Lock()
-	s.idx.pending[aor] = first
-	s.idx.mu.Unlock()
+	s.idx.note(aor, first)
 }
