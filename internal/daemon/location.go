@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/anyedge/anyedge/cluster"
 	"github.com/anyedge/anyedge/edge"
 	"github.com/anyedge/anyedge/geo/redisloc"
 )
@@ -38,17 +39,38 @@ func (d *Daemon) newRedisLocation(hooks *edge.Hooks) (*redisloc.Store, error) {
 		// a UA registered here that lands elsewhere gets 480.
 		log.Warn("db-driven location without cluster.sip_addr: other nodes cannot relay calls to the UAs registered here")
 	}
-	hooks.HomeAddr = func(id uint32) (string, bool) {
-		for _, v := range d.node.Nodes() {
-			if v.ID == id {
-				return v.SIPAddr, v.SIPAddr != ""
-			}
+	if v, ok := d.node.(nodeView); ok {
+		// Per relayed request: the cluster's lock-free view, not a listing
+		// of every node through its loop.
+		hooks.HomeAddr = func(id uint32) (string, bool) {
+			m, ok := v.Meta(id)
+			return m.SIPAddr, ok && m.SIPAddr != ""
 		}
-		return "", false
+		hooks.RelayPeer = func(src netip.Addr) bool { _, ok := v.NodeBySIPHost(src); return ok }
+	} else {
+		hooks.HomeAddr = d.homeAddrByList
+		hooks.RelayPeer = d.isNodeSIPHost
 	}
-	hooks.RelayPeer = func(src netip.Addr) bool { return d.isNodeSIPHost(src) }
 	d.redisloc = s
 	return s, nil
+}
+
+// nodeView is the lock-free part of the cluster node that SIP asks per
+// request; *cluster.Node is one.
+type nodeView interface {
+	Meta(id uint32) (cluster.NodeMeta, bool)
+	NodeBySIPHost(a netip.Addr) (uint32, bool)
+}
+
+// homeAddrByList and isNodeSIPHost serve nodes without a nodeView (test
+// fakes): they list every node, O(nodes) per call.
+func (d *Daemon) homeAddrByList(id uint32) (string, bool) {
+	for _, v := range d.node.Nodes() {
+		if v.ID == id {
+			return v.SIPAddr, v.SIPAddr != ""
+		}
+	}
+	return "", false
 }
 
 // isNodeSIPHost reports whether src is the SIP address of a known node.
