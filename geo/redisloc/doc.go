@@ -31,10 +31,13 @@
 // with a binding homed on it, scored by their earliest expiry. Saves update
 // it in batches (flushed every reap_interval, so a REGISTER stays one
 // round trip); the reaper reads only the due part of its own index
-// (ZRANGEBYSCORE), never the keyspace. Keepalives follow the same rule:
-// the edge's pinger lists the node's bindings through Range (its home
-// index, so also after a restart) and pings only those whose Home is
-// itself. Every binding has
+// (ZRANGEBYSCORE), never the keyspace. Its NAT part, al:{node-N}:nat,
+// holds only the AoRs with a NATed binding homed on the node (same slot,
+// flushed in the same pipeline). Keepalives follow the same rule: the
+// edge's pinger lists the node's NATed bindings through RangeNATed (the
+// NAT index, so also after a restart) once a second and pings only those
+// whose Home is itself; AoRs without a NATed binding are never read for
+// it. Every binding has
 // exactly one home, so no binding is pinged twice and none is forgotten
 // while its home runs, and it is the node that holds the pinhole that
 // pings. OpenSIPS's split by AoR hash over the nodes spreads the pinging

@@ -19,13 +19,18 @@ type homeIndex struct {
 
 type homeShard struct {
 	mu      sync.Mutex
-	pending map[string]int64 // AoR → earliest home expiry ms; 0: not homed here
+	pending map[string]homeEntry
 }
+
+// homeEntry is an AoR's place in the two indexes: the earliest expiry
+// (unix ms) of its bindings homed here, and of those of them behind a NAT;
+// 0: none (remove it from that index).
+type homeEntry struct{ home, nat int64 }
 
 func (h *homeIndex) init() {
 	h.seed = maphash.MakeSeed()
 	for i := range h.shards {
-		h.shards[i].pending = map[string]int64{}
+		h.shards[i].pending = map[string]homeEntry{}
 	}
 }
 
@@ -34,7 +39,7 @@ func (h *homeIndex) shard(aor string) *homeShard {
 }
 
 // note sets aor's pending entry (the latest Save wins).
-func (h *homeIndex) note(aor string, at int64) {
+func (h *homeIndex) note(aor string, at homeEntry) {
 	sh := h.shard(aor)
 	sh.mu.Lock()
 	sh.pending[aor] = at
@@ -42,14 +47,14 @@ func (h *homeIndex) note(aor string, at int64) {
 }
 
 // take empties the buffer and returns what it held.
-func (h *homeIndex) take() map[string]int64 {
-	var out map[string]int64
+func (h *homeIndex) take() map[string]homeEntry {
+	var out map[string]homeEntry
 	for i := range h.shards {
 		sh := &h.shards[i]
 		sh.mu.Lock()
 		if len(sh.pending) > 0 {
 			if out == nil {
-				out = make(map[string]int64)
+				out = make(map[string]homeEntry)
 			}
 			for aor, at := range sh.pending {
 				out[aor] = at
@@ -63,7 +68,7 @@ func (h *homeIndex) take() map[string]int64 {
 
 // putBack returns a batch that could not be written, except for AoRs a
 // newer Save noted meanwhile.
-func (h *homeIndex) putBack(batch map[string]int64) {
+func (h *homeIndex) putBack(batch map[string]homeEntry) {
 	for aor, at := range batch {
 		sh := h.shard(aor)
 		sh.mu.Lock()

@@ -18,7 +18,7 @@ func TestHomeIndexShards(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range 500 {
-				h.note(fmt.Sprintf("g%d-%d", g, i), int64(i+1))
+				h.note(fmt.Sprintf("g%d-%d", g, i), homeEntry{int64(i + 1), 0})
 			}
 		}()
 	}
@@ -27,8 +27,8 @@ func TestHomeIndexShards(t *testing.T) {
 	if len(batch) != 8*500 {
 		t.Fatalf("take returned %d entries, want %d", len(batch), 8*500)
 	}
-	if batch["g3-41"] != 42 {
-		t.Fatalf("g3-41 = %d, want 42", batch["g3-41"])
+	if batch["g3-41"].home != 42 {
+		t.Fatalf("g3-41 = %v, want 42", batch["g3-41"])
 	}
 	if n := h.len(); n != 0 {
 		t.Fatalf("%d entries left after take", n)
@@ -37,18 +37,18 @@ func TestHomeIndexShards(t *testing.T) {
 		t.Fatalf("second take returned %d entries", len(b))
 	}
 
-	h.note("g0-0", 0) // unregistered after the batch was taken
-	h.note("x", 7)
-	h.note("x", 9) // the latest wins
+	h.note("g0-0", homeEntry{}) // unregistered after the batch was taken
+	h.note("x", homeEntry{7, 7})
+	h.note("x", homeEntry{9, 0}) // the latest wins
 	h.putBack(batch)
 	again := h.take()
 	if len(again) != 8*500+1 {
 		t.Fatalf("after putBack: %d entries, want %d", len(again), 8*500+1)
 	}
-	if v, ok := again["g0-0"]; !ok || v != 0 {
-		t.Fatalf("g0-0 = %d, %v: the put-back batch overwrote a newer note", v, ok)
+	if v, ok := again["g0-0"]; !ok || v != (homeEntry{}) {
+		t.Fatalf("g0-0 = %v, %v: the put-back batch overwrote a newer note", v, ok)
 	}
-	if again["x"] != 9 || again["g7-499"] != 500 {
-		t.Fatalf("x = %d, g7-499 = %d", again["x"], again["g7-499"])
+	if again["x"] != (homeEntry{9, 0}) || again["g7-499"].home != 500 {
+		t.Fatalf("x = %v, g7-499 = %v", again["x"], again["g7-499"])
 	}
 }

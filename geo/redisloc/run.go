@@ -3,6 +3,7 @@ package redisloc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -44,6 +45,13 @@ func (s *Store) Tick(ctx context.Context) {
 	if err := s.flush(ctx); err != nil {
 		s.log.Debug("location: home index flush failed", "err", err)
 		return
+	}
+	if !s.natIndexed.Load() {
+		if err := s.rebuildNATIndex(); err != nil {
+			s.log.Debug("location: re-reading the home index failed", "err", err)
+		} else {
+			s.natIndexed.Store(true)
+		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	if n, err := s.rdb.ZCard(cctx, s.indexKey()).Result(); err == nil {
@@ -87,31 +95,43 @@ func (s *Store) check(ctx context.Context) {
 	}
 }
 
-// flush writes the buffered home index updates: one ZADD and one ZREM on
-// the index key. On failure they are kept for the next round.
+// flush writes the buffered home index updates: a ZADD and a ZREM on the
+// home index and on its NAT part, pipelined (one slot, one round trip). On
+// failure they are kept for the next round.
 func (s *Store) flush(ctx context.Context) error {
 	batch := s.idx.take()
 	if len(batch) == 0 {
 		return nil
 	}
 
-	var add []redis.Z
-	var rem []any
-	for aor, at := range batch {
-		if at == 0 {
+	var add, addNAT []redis.Z
+	var rem, remNAT []any
+	for aor, e := range batch {
+		if e.home == 0 {
 			rem = append(rem, aor)
 		} else {
-			add = append(add, redis.Z{Score: float64(at), Member: aor})
+			add = append(add, redis.Z{Score: float64(e.home), Member: aor})
+		}
+		if e.nat == 0 {
+			remNAT = append(remNAT, aor)
+		} else {
+			addNAT = append(addNAT, redis.Z{Score: float64(e.nat), Member: aor})
 		}
 	}
 	fctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	_, err := s.rdb.Pipelined(fctx, func(p redis.Pipeliner) error {
-		if len(add) > 0 {
-			p.ZAdd(fctx, s.indexKey(), add...)
-		}
-		if len(rem) > 0 {
-			p.ZRem(fctx, s.indexKey(), rem...)
+		for _, k := range []struct {
+			key string
+			add []redis.Z
+			rem []any
+		}{{s.indexKey(), add, rem}, {s.natKey(), addNAT, remNAT}} {
+			if len(k.add) > 0 {
+				p.ZAdd(fctx, k.key, k.add...)
+			}
+			if len(k.rem) > 0 {
+				p.ZRem(fctx, k.key, k.rem...)
+			}
 		}
 		return nil
 	})
@@ -153,19 +173,38 @@ func (s *Store) Reap(ctx context.Context) (int, error) {
 const rangeBatch = 500
 
 // Range calls fn with the unexpired bindings of every AoR in this node's
-// home index, until fn returns false. It makes the store a nat.Ranger:
-// the keepalive pinger then finds the bindings homed here from Redis, also
-// after a restart, instead of only those registered since; its ownership
-// predicate (Home is this node) keeps each binding pinged by one node.
+// home index, until fn returns false. It makes the store a nat.Ranger.
 // The reads are pipelined, rangeBatch AoRs at a time. Errors end the
-// listing early (logged): the pinger retries at its next tick.
+// listing early (logged).
 func (s *Store) Range(fn func(aor string, bindings []location.Binding) bool) {
+	if err := s.rangeIndex(s.indexKey(), false, fn); err != nil {
+		s.log.Debug("location: range failed", "err", err)
+	}
+}
+
+// RangeNATed is Range for the NATed bindings of the AoRs in the NAT part
+// of the home index. It makes the store a nat.NATRanger: the keepalive
+// pinger lists what it pings from Redis, also after a restart, instead of
+// only what was registered since, and reads no AoR without a NATed
+// binding homed here (it lists once a second: reading every binding homed
+// here each time cost a full pass over them per second). The pinger's
+// ownership predicate (Home is this node) keeps each binding pinged by one
+// node. Errors end the listing early (logged): the pinger retries at its
+// next tick.
+func (s *Store) RangeNATed(fn func(aor string, bindings []location.Binding) bool) {
+	if err := s.rangeIndex(s.natKey(), true, fn); err != nil {
+		s.log.Debug("location: range of NATed bindings failed", "err", err)
+	}
+}
+
+// rangeIndex lists the AoRs of an index key (natOnly: their NATed
+// bindings only).
+func (s *Store) rangeIndex(key string, natOnly bool, fn func(aor string, bindings []location.Binding) bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*s.cfg.Timeout)
 	defer cancel()
-	aors, err := s.rdb.ZRange(ctx, s.indexKey(), 0, -1).Result()
+	aors, err := s.rdb.ZRange(ctx, key, 0, -1).Result()
 	if err != nil {
-		s.log.Debug("location: range: reading the home index failed", "err", err)
-		return
+		return fmt.Errorf("reading %s: %w", key, err)
 	}
 	now := s.clock()
 	for start := 0; start < len(aors); start += rangeBatch {
@@ -178,8 +217,7 @@ func (s *Store) Range(fn func(aor string, bindings []location.Binding) bool) {
 			return nil
 		})
 		if err != nil && !errors.Is(err, redis.Nil) {
-			s.log.Debug("location: range: reading bindings failed", "err", err)
-			return
+			return fmt.Errorf("reading bindings: %w", err)
 		}
 		for i, aor := range batch {
 			var bs []location.Binding
@@ -189,7 +227,7 @@ func (s *Store) Range(fn func(aor string, bindings []location.Binding) bool) {
 					s.log.Warn("location: range: bad binding", "aor", aor, "err", err)
 					continue
 				}
-				if b.Expires.After(now) {
+				if b.Expires.After(now) && (b.NATed || !natOnly) {
 					bs = append(bs, b)
 				}
 			}
@@ -198,8 +236,28 @@ func (s *Store) Range(fn func(aor string, bindings []location.Binding) bool) {
 			}
 			location.SortBindings(bs)
 			if !fn(aor, bs) {
-				return
+				return nil
 			}
 		}
 	}
+	return nil
+}
+
+// rebuildNATIndex notes every AoR of the home index again, once per
+// process after the first flush: the NAT part of the index did not exist
+// before it was added, and a node upgraded with bindings in Redis would not
+// ping them until their next REGISTER.
+// A Save noted while it reads is newer than what it read, and is kept.
+func (s *Store) rebuildNATIndex() error {
+	seen := map[string]homeEntry{}
+	err := s.rangeIndex(s.indexKey(), false, func(aor string, bs []location.Binding) bool {
+		seen[aor] = s.homeEntry(bs)
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	s.idx.putBack(seen)
+	s.log.Debug("location: home index re-read", "aors", len(seen))
+	return nil
 }

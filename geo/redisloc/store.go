@@ -36,6 +36,7 @@ type Store struct {
 
 	lastReload atomic.Int64 // unix ns of the last slot map reload failed() asked for
 	lastOK     atomic.Int64 // unix ns of the last operation Redis answered
+	natIndexed atomic.Bool  // rebuildNATIndex ran
 }
 
 // Option sets an optional dependency.
@@ -124,8 +125,16 @@ func (s *Store) zsetKey(aor string) string { return s.cfg.KeyPrefix + "{" + aor 
 
 // indexKey is this node's home index: AoR → the earliest expiry (ms) of
 // its bindings homed here. It lives in its own slot ("{node-N}").
-func (s *Store) indexKey() string {
-	return s.cfg.KeyPrefix + "{node-" + strconv.FormatUint(uint64(s.node), 10) + "}:home"
+func (s *Store) indexKey() string { return s.nodeKey("home") }
+
+// natKey is the part of the home index behind a NAT: AoR → the earliest
+// expiry (ms) of its NATed bindings homed here. The keepalive pinger reads
+// only this one. Same slot as the home index, so a flush of both is one
+// round trip.
+func (s *Store) natKey() string { return s.nodeKey("nat") }
+
+func (s *Store) nodeKey(name string) string {
+	return s.cfg.KeyPrefix + "{node-" + strconv.FormatUint(uint64(s.node), 10) + "}:" + name
 }
 
 // Save implements location.Store: location.Apply's rules, run by the save
@@ -444,15 +453,23 @@ func isConnErr(err error) bool {
 }
 
 // noteHome records the earliest expiry of aor's bindings homed on this
-// node (or that it has none) for the next flush.
-func (s *Store) noteHome(aor string, bs []location.Binding) {
-	var first int64
+// node, and of the NATed ones among them (or that it has none), for the
+// next flush.
+func (s *Store) noteHome(aor string, bs []location.Binding) { s.idx.note(aor, s.homeEntry(bs)) }
+
+func (s *Store) homeEntry(bs []location.Binding) homeEntry {
+	var e homeEntry
 	for i := range bs {
-		if bs[i].Home == s.node {
-			if ms := millis(bs[i].Expires); first == 0 || ms < first {
-				first = ms
-			}
+		if bs[i].Home != s.node {
+			continue
+		}
+		ms := millis(bs[i].Expires)
+		if e.home == 0 || ms < e.home {
+			e.home = ms
+		}
+		if bs[i].NATed && (e.nat == 0 || ms < e.nat) {
+			e.nat = ms
 		}
 	}
-	s.idx.note(aor, first)
+	return e
 }
