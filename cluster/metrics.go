@@ -28,6 +28,8 @@ type metrics struct {
 	forwarded    prometheus.Counter
 	noRoute      prometheus.Counter
 	linksDead    prometheus.Counter
+	probes       prometheus.Counter
+	probesFailed prometheus.Counter
 	syncState    *prometheus.GaugeVec
 	syncRecords  *prometheus.GaugeVec
 	repairs      *prometheus.GaugeVec
@@ -64,7 +66,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		sendDropped:  c("send_dropped_total", "Frames dropped because a link's send queue was full."),
 		forwarded:    c("frames_forwarded_total", "Frames relayed for other nodes."),
 		noRoute:      c("no_route_total", "Frames dropped for want of a route."),
-		linksDead:    c("links_dead_total", "Direct links declared dead because the peer went silent (heartbeat timeout)."),
+		linksDead:    c("links_dead_total", "Direct links declared dead because the peer went silent (heartbeat timeout or failed probe)."),
+		probes:       c("link_probes_total", "Links probed at once because another link to the same peer, or another of this node's links, died."),
+		probesFailed: c("link_probes_failed_total", "Probed links declared dead because the peer did not answer in time."),
 		syncState:    g("capability_sync_state", "1 for the capability's current sync state.", "cap", "state"),
 		syncRecords:  g("capability_sync_records", "Records received by the current or last sync.", "cap"),
 		repairs:      g("capability_repaired_records", "Records received through anti-entropy.", "cap"),
@@ -73,7 +77,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		for _, col := range []prometheus.Collector{m.nodes, m.nodeUp, m.nodeDirect, m.rtt, m.links, m.framesSent, m.framesRecv,
-			m.bytesSent, m.bytesRecv, m.authFailures, m.badFrames, m.refused, m.sendDropped, m.forwarded, m.noRoute, m.linksDead,
+			m.bytesSent, m.bytesRecv, m.authFailures, m.badFrames, m.refused, m.sendDropped, m.forwarded, m.noRoute, m.linksDead, m.probes, m.probesFailed,
 			m.syncState, m.syncRecords, m.repairs, m.tagOwner, m.tagActive} {
 			reg.MustRegister(col)
 		}
@@ -170,5 +174,7 @@ func (m *metrics) observe(n *Node) {
 	s := c.Stats()
 	m.forwarded.Add(float64(s.Forwarded - m.last.Forwarded))
 	m.noRoute.Add(float64(s.NoRoute - m.last.NoRoute))
+	m.probes.Add(float64(s.Probes - m.last.Probes))
+	m.probesFailed.Add(float64(s.ProbesFailed - m.last.ProbesFailed))
 	m.last = s
 }

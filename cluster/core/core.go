@@ -17,15 +17,24 @@ type link struct {
 	lastHeard time.Time
 	lastPing  time.Time
 	rtt       time.Duration // EWMA; 0 until the first pong
+	// probeAt is when a probe ping went out (zero: none pending); the link
+	// is dead if nothing is heard from the peer by probeBy.
+	probeAt time.Time
+	probeBy time.Time
+	// stale: silent for longer than the fence lease; withdrawn from this
+	// node's LSA until heard again.
+	stale bool
 }
 
 // Stats are counters the shell exports as metrics.
 type Stats struct {
-	Forwarded   uint64 // frames relayed for other nodes
-	NoRoute     uint64 // frames dropped: no route to the destination
-	TTLExpired  uint64
-	BadMessages uint64 // system or routed frames whose body did not decode
-	LinksDead   uint64 // links declared dead by the heartbeat
+	Forwarded    uint64 // frames relayed for other nodes
+	NoRoute      uint64 // frames dropped: no route to the destination
+	TTLExpired   uint64
+	BadMessages  uint64 // system or routed frames whose body did not decode
+	LinksDead    uint64 // links declared dead by the heartbeat or a probe
+	Probes       uint64 // links probed because a neighbour's link died
+	ProbesFailed uint64 // of those, links declared dead by the probe
 }
 
 // Core is one node's cluster state machine. It is not safe for concurrent
@@ -235,6 +244,7 @@ func (c *Core) Linked(peer NodeID) bool { _, ok := c.links[peer]; return ok }
 func (c *Core) Heard(neighbour NodeID, t time.Time) {
 	if l, ok := c.links[neighbour]; ok && t.After(l.lastHeard) {
 		l.lastHeard = t
+		c.heard(l)
 	}
 }
 
@@ -242,17 +252,39 @@ func (c *Core) Heard(neighbour NodeID, t time.Time) {
 // anti-entropy.
 func (c *Core) Tick(now time.Time) {
 	c.now = now
+	died := false
 	for _, id := range c.sortedLinks() {
 		l := c.links[id]
-		if now.Sub(l.lastHeard) > l.timers.DeadAfter {
+		if !l.probeAt.IsZero() && !l.lastHeard.Before(l.probeAt) {
+			l.probeAt = time.Time{}
+		}
+		probeFailed := !l.probeAt.IsZero() && now.After(l.probeBy)
+		if probeFailed || now.Sub(l.lastHeard) > l.timers.DeadAfter {
 			c.stats.LinksDead++
+			if probeFailed {
+				c.stats.ProbesFailed++
+			}
 			delete(c.links, id)
 			c.out.Close = append(c.out.Close, id)
 			c.dirtyLSA = true
+			died = true
 			continue
 		}
-		if now.Sub(l.lastPing) >= l.timers.PingInterval {
+		if !l.stale && now.Sub(l.lastHeard) > c.FenceLease() {
+			l.stale = true
+			c.dirtyLSA = true
+			died = true
+		}
+		if now.Sub(l.lastPing) >= c.pingEvery(l) {
 			c.ping(l)
+		}
+	}
+	if died {
+		// A link that timed out (or went stale) may mean this node is the
+		// one cut off: check the others now rather than after their (WAN)
+		// dead times, so that a holder cut off fences itself promptly.
+		for _, id := range c.sortedLinks() {
+			c.probe(c.links[id])
 		}
 	}
 	if c.dirtyLSA || now.Sub(c.lastFlood) >= c.cfg.LSARefresh {
@@ -273,6 +305,29 @@ func (c *Core) sortedLinks() []NodeID {
 	return ids
 }
 
+// heard brings a stale link back into the LSA.
+func (c *Core) heard(l *link) {
+	if l.stale {
+		l.stale = false
+		c.dirtyLSA = true
+	}
+}
+
+// probe pings l at once and declares it dead unless the peer is heard
+// within ProbeTimeout plus twice the link's RTT (capped at its dead time).
+// Probes run when another link died or another node lost its link to
+// this peer: a frozen node is then dropped by every neighbour within a
+// LAN dead time plus the probe, not each neighbour's own (WAN) dead time.
+func (c *Core) probe(l *link) {
+	if !l.probeAt.IsZero() || l.stale {
+		return // a stale link is already withdrawn; it closes at DeadAfter
+	}
+	l.probeAt = c.now
+	l.probeBy = c.now.Add(min(c.cfg.ProbeTimeout+2*l.rtt, l.timers.DeadAfter))
+	c.stats.Probes++
+	c.ping(l)
+}
+
 func (c *Core) ping(l *link) {
 	l.lastPing = c.now
 	var w wire.Writer
@@ -291,6 +346,7 @@ func (c *Core) Recv(now time.Time, neighbour NodeID, f *wire.Frame) {
 	}
 	// Any data counts as liveness, so a busy link never looks dead.
 	l.lastHeard = now
+	c.heard(l)
 	if f.Dst != 0 && f.Dst != c.self {
 		c.forward(f)
 		return

@@ -368,15 +368,19 @@ func TestHeartbeatRTTFromPongs(t *testing.T) {
 func TestHeartbeatTimerProfiles(t *testing.T) {
 	lan := Timers{PingInterval: 100 * time.Millisecond, DeadAfter: 400 * time.Millisecond}
 	wan := Timers{PingInterval: time.Second, DeadAfter: 5 * time.Second}
+	// A WAN link pings four times per fence lease (1.1s margin + 400ms -
+	// 200ms = 1.3s), so that a live one never goes stale.
+	wanPing := 325 * time.Millisecond
 	cases := []struct {
 		name       string
 		peerRegion string
 		wanOnly    bool
 		want       Timers
+		ping       time.Duration
 	}{
-		{"same region uses LAN", "r1", false, lan},
-		{"other region uses WAN", "r2", false, wan},
-		{"WANOnly uses WAN in the region too", "r1", true, wan},
+		{"same region uses LAN", "r1", false, lan, lan.PingInterval},
+		{"other region uses WAN", "r2", false, wan, wanPing},
+		{"WANOnly uses WAN in the region too", "r1", true, wan, wanPing},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -388,11 +392,19 @@ func TestHeartbeatTimerProfiles(t *testing.T) {
 			a.Ready() // the first ping goes at link-up
 
 			at := func(d time.Duration) Ready { a.Tick(t0.Add(d)); return a.Ready() }
-			if p := sendsOf(at(tc.want.PingInterval-10*time.Millisecond), wire.MsgPing); len(p) != 0 {
-				t.Fatalf("ping before PingInterval %v", tc.want.PingInterval)
+			if p := sendsOf(at(tc.ping-10*time.Millisecond), wire.MsgPing); len(p) != 0 {
+				t.Fatalf("ping before %v", tc.ping)
 			}
-			if p := sendsOf(at(tc.want.PingInterval), wire.MsgPing); len(p) != 1 {
-				t.Fatalf("no ping at PingInterval %v", tc.want.PingInterval)
+			if p := sendsOf(at(tc.ping), wire.MsgPing); len(p) != 1 {
+				t.Fatalf("no ping at %v", tc.ping)
+			}
+			if lease := a.FenceLease(); lease < tc.want.DeadAfter {
+				if at(lease); len(selfLSA(a).Links) != 1 {
+					t.Fatalf("link withdrawn at the fence lease %v", lease)
+				}
+				if at(lease + 10*time.Millisecond); len(selfLSA(a).Links) != 0 {
+					t.Fatalf("silent link still advertised after the fence lease %v", lease)
+				}
 			}
 			if r := at(tc.want.DeadAfter); len(r.Close) != 0 {
 				t.Fatalf("closed at DeadAfter %v", tc.want.DeadAfter)

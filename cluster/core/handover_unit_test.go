@@ -223,3 +223,105 @@ func TestHandoverHealTakesBackAfterRelease(t *testing.T) {
 		t.Fatalf("node 1 active at %v, want %v (heal + one LAN ping interval)", at.Sub(labEpoch), want.Sub(labEpoch))
 	}
 }
+
+// Two regions: nodes 1 and 2 in r1 hold "vip" (1 preferred), 3 and 4 in
+// r2 are reached over WAN links (ping 1s, dead after 5s). Full mesh.
+func twoRegionLab(t *testing.T) *lab {
+	t.Helper()
+	l := newLab(t)
+	spec := TagSpec{Name: "vip", Region: "r1", Priorities: map[NodeID]int32{1: 200, 2: 100}}
+	for id := NodeID(1); id <= 4; id++ {
+		region := "r1"
+		if id > 2 {
+			region = "r2"
+		}
+		cfg := labConfig(id, region)
+		cfg.Self.Seed = id == 1
+		cfg.TopologyGrace = time.Second
+		cfg.Tags = []TagSpec{spec}
+		l.add(cfg)
+	}
+	for a := NodeID(1); a <= 4; a++ {
+		for b := a + 1; b <= 4; b++ {
+			l.link(a, b)
+		}
+	}
+	l.settle()
+	l.run(2*time.Second, handoverStep)
+	if !tagOf(l.cores[1], "vip").Active || tagOf(l.cores[2], "vip").Active {
+		t.Fatalf("node 1 should hold vip alone: %+v %+v", tagOf(l.cores[1], "vip"), tagOf(l.cores[2], "vip"))
+	}
+	clear(l.events)
+	return l
+}
+
+// A frozen holder: its partner's LAN link times out, the other region's
+// nodes probe their WAN links to it at once instead of waiting out the
+// WAN dead time, and the partner takes over after the fence margin. Before
+// probes this took the WAN dead time (5s) plus the margin.
+func TestHandoverFrozenHolderAcrossRegions(t *testing.T) {
+	l := twoRegionLab(t)
+	t0 := l.now
+	l.kill(1, false)
+	at, ok := activeAt(l, 2, true, 8*time.Second)
+	if !ok {
+		t.Fatal("node 2 never took over")
+	}
+	// LAN dead 400ms + probe 300ms + margin 1.1s, plus ticks.
+	if d := at.Sub(t0); d > 2*time.Second || d < 1500*time.Millisecond {
+		t.Fatalf("node 2 active %v after the freeze, want 1.5s-2s", d)
+	}
+	for _, id := range []NodeID{3, 4} {
+		if s := l.cores[id].Stats(); s.ProbesFailed != 1 {
+			t.Fatalf("node %d: %d failed probes, want 1 (its link to node 1)", id, s.ProbesFailed)
+		}
+	}
+}
+
+// A holder cut off alive from everyone probes its WAN links when its LAN
+// link times out, loses its quorum and releases before its partner takes
+// over.
+func TestHandoverCutOffHolderFencesFirstAcrossRegions(t *testing.T) {
+	l := twoRegionLab(t)
+	for p := NodeID(2); p <= 4; p++ {
+		l.muted[mkEdge(1, p)] = true
+	}
+	fenced, ok := activeAt(l, 1, false, 8*time.Second)
+	if !ok {
+		t.Fatal("node 1 never fenced itself")
+	}
+	took, ok := activeAt(l, 2, true, 8*time.Second)
+	if !ok || !fenced.Before(took) {
+		t.Fatalf("node 1 fenced at %v, node 2 active at %v: want fence first", fenced.Sub(labEpoch), took.Sub(labEpoch))
+	}
+}
+
+// A holder whose only links are WAN links (its LAN link already gone) and
+// that is cut off: nothing on its side times out for 5s, so the fence
+// lease withdraws the silent links from its view after 1.3s, before the
+// partner, which learns of the cut by the same lease, is past its margin.
+func TestHandoverWANOnlyHolderFencesByLease(t *testing.T) {
+	l := twoRegionLab(t)
+	l.muted[mkEdge(1, 2)] = true
+	if _, ok := downAt(l, 2, 1); ok {
+		t.Fatal("node 2 lost node 1 altogether; it should still reach it through r2")
+	}
+	l.run(time.Second, handoverStep)
+	if !tagOf(l.cores[1], "vip").Active {
+		t.Fatal("node 1 lost vip while it still reached r2")
+	}
+	t0 := l.now
+	l.muted[mkEdge(1, 3)] = true
+	l.muted[mkEdge(1, 4)] = true
+	fenced, ok := activeAt(l, 1, false, 8*time.Second)
+	if !ok {
+		t.Fatal("node 1 never fenced itself")
+	}
+	if d := fenced.Sub(t0); d > 1500*time.Millisecond {
+		t.Fatalf("node 1 fenced %v after the cut, want within the 1.3s lease", d)
+	}
+	took, ok := activeAt(l, 2, true, 8*time.Second)
+	if !ok || !fenced.Before(took) {
+		t.Fatalf("node 1 fenced at %v, node 2 active at %v: want fence first", fenced.Sub(labEpoch), took.Sub(labEpoch))
+	}
+}

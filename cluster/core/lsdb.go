@@ -1,6 +1,7 @@
 package core
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"time"
@@ -68,7 +69,9 @@ func (c *Core) originate() {
 	meta.Synced = c.syncedCaps()
 	a := &LSA{Origin: c.self, Seq: seq, Meta: meta}
 	for _, id := range c.sortedLinks() {
-		a.Links = append(a.Links, Adj{Peer: id, RTT: c.links[id].rtt})
+		if l := c.links[id]; !l.stale {
+			a.Links = append(a.Links, Adj{Peer: id, RTT: l.rtt})
+		}
 	}
 	c.lsdb[c.self] = a
 	c.flood(a, 0)
@@ -131,6 +134,9 @@ func (c *Core) onLSA(from NodeID, a *LSA) {
 	// itself would elect itself.
 	c.hadLink = true
 	c.lsdb[a.Origin] = a
+	if had {
+		c.probeLostNeighbours(old, a)
+	}
 	// A peer that just became synced for a capability we hold: compare
 	// notes at once rather than on the next anti-entropy round.
 	if c.up[a.Origin] {
@@ -142,6 +148,21 @@ func (c *Core) onLSA(from NodeID, a *LSA) {
 	}
 	c.flood(a, from)
 	c.recompute()
+}
+
+// probeLostNeighbours probes this node's own links to every peer that a's
+// origin no longer lists: if the origin lost it by heartbeat, the peer may
+// be frozen, and this node's link to it (a WAN link, say) would otherwise
+// keep it reachable for a whole WAN dead time.
+func (c *Core) probeLostNeighbours(old, a *LSA) {
+	for _, adj := range old.Links {
+		if _, still := slices.BinarySearchFunc(a.Links, adj.Peer, func(x Adj, p NodeID) int { return cmp.Compare(x.Peer, p) }); still {
+			continue
+		}
+		if l, ok := c.links[adj.Peer]; ok {
+			c.probe(l)
+		}
+	}
 }
 
 func (c *Core) removeFrame(id NodeID, inc uint64) *wire.Frame {
@@ -211,7 +232,7 @@ func (c *Core) recompute() {
 				continue
 			}
 			if cur == c.self {
-				if _, ok := c.links[n]; !ok {
+				if l, ok := c.links[n]; !ok || l.stale {
 					continue
 				}
 			}

@@ -186,8 +186,10 @@ func (c *Core) refreshTags() {
 // (plus the RTT) of each other, so the holder's side drops the link at
 // most one interval after this side does, and loses its quorum then. The
 // LAN interval covers the RTT, the shell's 20 ms tick, the flooding on the
-// holder's side and the VIP removal. Not covered: a holder whose process
-// stalls (GC, SIGSTOP) keeps its addresses whatever the margin.
+// holder's side and the VIP removal. A holder whose quorum rests on WAN
+// links stops counting them after the fence lease, within the same bound.
+// Not covered: a holder whose process stalls (GC, SIGSTOP) keeps its
+// addresses whatever the margin.
 func (c *Core) FenceMargin() time.Duration {
 	if c.cfg.FenceMargin > 0 {
 		return c.cfg.FenceMargin
@@ -200,6 +202,11 @@ func (c *Core) FenceMargin() time.Duration {
 		if c.lsdb[id].Meta.Region != c.cfg.Self.Region {
 			t = c.cfg.WAN
 			break
+		}
+	}
+	for _, l := range c.links {
+		if l.meta.Region != c.cfg.Self.Region {
+			t = c.cfg.WAN // its LSA may not have arrived yet
 		}
 	}
 	return t.PingInterval + c.cfg.LAN.PingInterval
@@ -331,6 +338,27 @@ func (c *Core) eligible(t *tagState) []NodeID {
 }
 
 func (c *Core) reachable(id NodeID) bool { return id == c.self || c.up[id] }
+
+// FenceLease is how long a direct link may stay silent and still be
+// advertised (and used for reachability, and so for quorum). Others count
+// a lost node as fenced FenceMargin after they lost it, which is at least
+// a LAN dead time less a ping interval after the cut; by then every link
+// on the lost side must have been withdrawn, WAN links included, whose
+// dead time (5 s) is far longer. A silent link is only withdrawn, not
+// closed: if heard again it comes back without a new connection or sync.
+// LAN only, it equals the LAN dead time (no change).
+func (c *Core) FenceLease() time.Duration {
+	return c.FenceMargin() + c.cfg.LAN.DeadAfter - 2*c.cfg.LAN.PingInterval
+}
+
+// pingEvery is l's ping interval: a link whose dead time exceeds the fence
+// lease pings four times per lease, so that a live one is never stale.
+func (c *Core) pingEvery(l *link) time.Duration {
+	if lease := c.FenceLease(); l.timers.DeadAfter > lease {
+		return min(l.timers.PingInterval, lease/4)
+	}
+	return l.timers.PingInterval
+}
 
 // quorum decides whether this side of a possible partition may own tags.
 // Two disjoint sides can never both pass:

@@ -236,6 +236,11 @@ type Config struct {
 	// holder fences itself meanwhile). Default: the slowest profile's
 	// PingInterval plus the LAN PingInterval (see Core.FenceMargin).
 	FenceMargin time.Duration
+	// ProbeTimeout is how long a probed link may stay silent, on top of
+	// twice its RTT, before it is declared dead. Default: the LAN DeadAfter
+	// less one LAN PingInterval (300 ms), the earliest a heartbeat can
+	// declare a cut link dead, which FenceMargin's reasoning relies on.
+	ProbeTimeout time.Duration
 	// ReleaseTimeout bounds how long an elected node waits for a holder
 	// that is still up to release the tag (its release lost, or it does
 	// not agree yet). Default 1 s.
@@ -277,6 +282,9 @@ func (c *Config) fill() {
 	}
 	if c.MaxBuffered == 0 {
 		c.MaxBuffered = 1 << 20
+	}
+	if c.ProbeTimeout == 0 {
+		c.ProbeTimeout = c.LAN.DeadAfter - c.LAN.PingInterval
 	}
 	if c.ReleaseTimeout == 0 {
 		c.ReleaseTimeout = time.Second
