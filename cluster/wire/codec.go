@@ -55,6 +55,18 @@ func Validate(f *Frame) error {
 // while a decoded frame (whose version is never 0) re-encodes bit for bit.
 // On error dst is returned unchanged.
 func AppendFrame(dst []byte, f *Frame) ([]byte, error) {
+	dst, err := AppendHeader(dst, f)
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, f.Body...), nil
+}
+
+// AppendHeader appends everything of f's encoding but the body: the length
+// prefix (which counts the body), header and cap name. A writer sends the
+// body after it from its own memory, so a large body is not copied (see
+// AppendFrame for the rest of the contract).
+func AppendHeader(dst []byte, f *Frame) ([]byte, error) {
 	if err := Validate(f); err != nil {
 		return dst, err
 	}
@@ -71,7 +83,6 @@ func AppendFrame(dst []byte, f *Frame) ([]byte, error) {
 	dst = binary.BigEndian.AppendUint32(dst, f.Dst)
 	dst = append(dst, f.TTL, uint8(len(f.Cap)))
 	dst = append(dst, f.Cap...)
-	dst = append(dst, f.Body...)
 	return dst, nil
 }
 

@@ -238,7 +238,9 @@ func TestFrameReader(t *testing.T) {
 	bad.magic = 0xdeadbeef
 	bad.body = []byte("junk")
 	big := &Frame{Type: MsgSyncChunk, Cap: "usrloc", Body: bytes.Repeat([]byte("0123456789"), DefaultReadBuffer/5)}
-	frames := []*Frame{&roundTrips[0].f, &roundTrips[3].f, big, &roundTrips[4].f}
+	// Read into its own memory although it would fit the buffer.
+	mid := &Frame{Type: MsgSyncChunk, Body: bytes.Repeat([]byte("abcdefghij"), directRead/10+1)}
+	frames := []*Frame{&roundTrips[0].f, &roundTrips[3].f, big, mid, mid, &roundTrips[4].f}
 
 	var stream []byte
 	stream = append(stream, mustEncode(t, frames[0])...)

@@ -82,4 +82,11 @@ type Frame struct {
 	TTL     uint8  // hops left for routed frames
 	Cap     string // capability name; SystemCap for cluster messages
 	Body    []byte
+
+	// Release, when set, is not encoded: it gives Body back to whoever
+	// lent it (a BufPool's Put). The transport calls it at most once,
+	// after the frame is on the wire; a frame dropped on the way is left
+	// to the garbage collector. A frame with Release is sent once and not
+	// kept by its sender, so nothing reads Body after the call.
+	Release func(body []byte)
 }

@@ -7,10 +7,16 @@ import (
 	"io"
 )
 
-// DefaultReadBuffer is the FrameReader's buffer size. Frames up to this size
-// (the common case: heartbeats, LSAs, replication records) are decoded in
-// place from the buffer without an intermediate copy.
+// DefaultReadBuffer is the FrameReader's buffer size. Small frames (the
+// common case: heartbeats, LSAs, replication records) are decoded from the
+// buffer, many per read syscall.
 const DefaultReadBuffer = 64 << 10
+
+// directRead is the frame size from which a FrameReader reads the frame
+// into memory of its own instead of decoding it from the buffer: snapshot
+// chunks go from the socket into the memory their records end up in, not
+// through the buffer and a copy.
+const directRead = 16 << 10
 
 // FrameReader reads frames from a byte stream (a TCP or TLS connection).
 //
@@ -30,6 +36,7 @@ const DefaultReadBuffer = 64 << 10
 //
 // A FrameReader is not safe for concurrent use.
 type FrameReader struct {
+	src     io.Reader // under br, read directly once br is drained
 	br      *bufio.Reader
 	maxSize int
 	err     error // sticky
@@ -38,7 +45,7 @@ type FrameReader struct {
 // NewFrameReader returns a FrameReader over r with a DefaultReadBuffer-sized
 // buffer and a size limit of MaxFrameSize.
 func NewFrameReader(r io.Reader) *FrameReader {
-	return &FrameReader{br: bufio.NewReaderSize(r, DefaultReadBuffer), maxSize: MaxFrameSize}
+	return &FrameReader{src: r, br: bufio.NewReaderSize(r, DefaultReadBuffer), maxSize: MaxFrameSize}
 }
 
 // SetMaxSize lowers the largest frame (length prefix excluded) the reader
@@ -80,7 +87,7 @@ func (r *FrameReader) readFrame() (*Frame, error) {
 		return nil, fmt.Errorf("%w: length prefix %d, limit %d", ErrTooLarge, size, r.maxSize)
 	}
 	total := lenSize + size
-	if total <= r.br.Size() {
+	if size < directRead {
 		// Common case: decode straight out of the bufio buffer, then
 		// release it. parse copies what it keeps.
 		p, err := r.br.Peek(total)
@@ -93,13 +100,26 @@ func (r *FrameReader) readFrame() (*Frame, error) {
 		}
 		return f, perr
 	}
-	// Big frame (snapshot chunks): read into a fresh buffer that the frame
-	// then owns, so a link does not keep a 1 MiB scratch buffer alive.
-	buf := make([]byte, total)
-	if _, err := io.ReadFull(r.br, buf); err != nil {
-		return nil, eofInFrame(err)
+	// Big frame (snapshot chunks): into a buffer that the frame then owns,
+	// so a link keeps no 1 MiB scratch buffer alive. What the bufio buffer
+	// holds is copied; the rest comes straight from the source, one copy
+	// (the kernel's) instead of two.
+	if _, err := r.br.Discard(lenSize); err != nil {
+		return nil, err // cannot happen: the prefix was peeked
 	}
-	return parseNoCopy(buf[lenSize:])
+	buf := make([]byte, size)
+	prefault(buf)
+	n := 0
+	if b := r.br.Buffered(); b > 0 {
+		n, _ = r.br.Read(buf[:min(b, size)]) // buffered bytes only: no read
+	}
+	if n < size {
+		// br is empty now, so reading src keeps the stream in order.
+		if _, err := io.ReadFull(r.src, buf[n:]); err != nil {
+			return nil, eofInFrame(err)
+		}
+	}
+	return parseNoCopy(buf)
 }
 
 func eofInFrame(err error) error {
