@@ -3,6 +3,7 @@ package transport
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,11 @@ import (
 // and after every priority frame, so nothing waits for the buffer to fill.
 const writeBuffer = 64 << 10
 
+// directWrite is the body size from which a frame skips the buffer on a
+// plain TCP link: its header and body leave in one writev, so a snapshot
+// chunk is not copied again on its way to the socket.
+const directWrite = 16 << 10
+
 // Link is an authenticated connection to one peer.
 type Link struct {
 	t        *Transport
@@ -26,6 +32,7 @@ type Link struct {
 	outbound bool
 	version  uint8 // negotiated wire version, stamped on frames with Version 0
 
+	hdr  []byte           // the writer's scratch for frame headers
 	prio chan *wire.Frame // control frames, always drained first
 	data chan *wire.Frame // bounded data queue
 
@@ -183,19 +190,21 @@ func (l *Link) writeLoop() {
 		if g.Version == 0 {
 			g.Version = l.version
 		}
-		// Encode straight into the bufio buffer when the frame fits.
-		buf, err := wire.AppendFrame(bw.AvailableBuffer(), &g)
-		if err != nil {
+		n, err := l.write(bw, &g)
+		if g.Release != nil {
+			g.Release(g.Body) // on the wire (or never going to be)
+		}
+		if errors.Is(err, errEncode) {
 			// Send validated it; only a frame changed after Send gets here.
 			l.t.log.Error("cluster link dropped an unencodable frame", "peer", l.peer.NodeID, "err", err)
 			continue
 		}
-		if _, err := bw.Write(buf); err != nil {
+		if err != nil {
 			l.closeWith(err)
 			return
 		}
 		l.framesSent.Add(1)
-		l.bytesSent.Add(uint64(len(buf)))
+		l.bytesSent.Add(uint64(n))
 		// A heartbeat leaves now, not when the buffer next fills up behind
 		// a steady trickle of data. Priority traffic is a few frames a
 		// second, so the extra syscall is free.
@@ -206,6 +215,40 @@ func (l *Link) writeLoop() {
 			}
 		}
 	}
+}
+
+// errEncode marks a frame that could not be encoded (the link stays up).
+var errEncode = errors.New("transport: unencodable frame")
+
+// write puts f into bw, or for a large body on a plain TCP link, after
+// flushing bw, straight onto the socket. It returns the frame's size.
+func (l *Link) write(bw *bufio.Writer, f *wire.Frame) (int, error) {
+	if len(f.Body) >= directWrite && l.conn == l.raw {
+		hdr, err := wire.AppendHeader(l.hdr[:0], f)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %w", errEncode, err)
+		}
+		l.hdr = hdr[:0]
+		if err := bw.Flush(); err != nil {
+			return 0, err
+		}
+		bufs := net.Buffers{hdr, f.Body}
+		n, err := bufs.WriteTo(l.conn) // writev on a TCP conn
+		return int(n), err
+	}
+	// Encode straight into the bufio buffer, after a flush if the frame
+	// does not fit what is left (AppendFrame would allocate).
+	if n := wire.EncodedLen(f); n > bw.Available() && bw.Buffered() > 0 {
+		if err := bw.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	buf, err := wire.AppendFrame(bw.AvailableBuffer(), f)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", errEncode, err)
+	}
+	_, err = bw.Write(buf)
+	return len(buf), err
 }
 
 // next returns the next frame to write, priority first, flushing before it
