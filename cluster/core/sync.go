@@ -30,11 +30,16 @@ type outStream struct {
 	capName string
 	reader  SnapshotReader
 	pend    [][]byte // records read but not sent yet
+	recBuf  [][]byte // pend's backing array, reused for every read
 	rdDone  bool     // the reader has no more
 	sent    uint32   // chunks sent
 	acked   uint32   // chunks acknowledged
 	done    bool     // last chunk sent
 	lastAck time.Time
+	// Chunk bodies come from bufs and go back through release once the
+	// link has written them: a window's worth of buffers, reused.
+	bufs    *wire.BufPool
+	release func([]byte)
 }
 
 // CapInfo is a capability's sync state.
@@ -252,6 +257,9 @@ func (c *Core) onSync(f *wire.Frame, r *wire.Reader) {
 			rd = cs.spec.Snapshot()
 		}
 		s := &outStream{id: req, to: f.Src, capName: name, reader: rd, lastAck: c.now}
+		// The window's chunks, plus one being written and one being built.
+		s.bufs = wire.NewBufPool(c.cfg.SyncChunkBytes, c.cfg.SyncWindow+2)
+		s.release = s.bufs.Put
 		c.streams[req] = s
 		c.pump(s)
 	case wire.MsgSyncAck:
@@ -296,7 +304,11 @@ func (c *Core) pump(s *outStream) {
 	budget := max(c.cfg.SyncChunkBytes-chunkOverhead, 1)
 	for !s.done && s.sent-s.acked < uint32(c.cfg.SyncWindow) {
 		if len(s.pend) == 0 && !s.rdDone {
-			s.pend, s.rdDone = s.reader.Next(s.pend[:0], budget)
+			// Refill from the start of recBuf: s.pend[:0] would have
+			// lost the capacity already consumed, and Next would grow a
+			// new slice for every chunk.
+			s.recBuf, s.rdDone = s.reader.Next(s.recBuf[:0], budget)
+			s.pend = s.recBuf
 		}
 		n, size := 0, 0
 		for n < len(s.pend) && (n == 0 || size+4+len(s.pend[n]) <= budget) {
@@ -305,7 +317,7 @@ func (c *Core) pump(s *outStream) {
 		}
 		recs := s.pend[:n]
 		last := s.rdDone && n == len(s.pend)
-		w := wire.Writer{B: make([]byte, 0, 17+size)}
+		w := wire.Writer{B: s.bufs.Get(17 + size)}
 		w.U64(s.id)
 		w.U32(s.sent + 1)
 		w.Bool(last)
@@ -316,7 +328,9 @@ func (c *Core) pump(s *outStream) {
 		s.pend = s.pend[n:]
 		s.sent++
 		s.done = last
-		if !c.route(c.sysFrame(wire.MsgSyncChunk, s.to, w.B)) {
+		f := c.sysFrame(wire.MsgSyncChunk, s.to, w.B)
+		f.Release = s.release
+		if !c.route(f) {
 			delete(c.streams, s.id)
 			return
 		}
