@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,7 +33,8 @@ import (
 //	ANYEDGE_SYNC_1M=1 go test -run TestSnapshotSync1M -v ./cluster
 //
 // Profiles: go test -cpuprofile for the receiver, and the file named by
-// ANYEDGE_SYNC_DONOR_CPUPROFILE for the donor.
+// ANYEDGE_SYNC_DONOR_CPUPROFILE for the donor (from the moment it is
+// ready, so its records' construction is left out).
 
 const (
 	syncRecordSize = 200
@@ -134,6 +136,9 @@ type syncTimes struct {
 	// CPU time used meanwhile by each process (0 where unknown). Unlike
 	// the wall time, it hardly moves with the load of a shared machine.
 	recvCPU, donorCPU time.Duration
+	// Minor page faults meanwhile: on a VM whose memory is backed lazily,
+	// the first touch of a page can cost tens of µs.
+	recvFaults, donorFaults int64
 }
 
 // TestSyncDonorProcess is the donor half of the two-process sync; it runs
@@ -161,6 +166,17 @@ func TestSyncDonorProcess(t *testing.T) {
 	case <-synced:
 	case <-time.After(syncWait):
 		t.Fatal("donor never synced")
+	}
+	if p := os.Getenv(donorProfileEnv); p != "" {
+		// From here on: the sync, not the records' construction.
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	fmt.Printf("%s %s\n", donorReady, n.Addr())
 	// Serve until the parent closes our stdin (or dies).
@@ -206,9 +222,6 @@ func startDonor(tb testing.TB, nrec int) donorProc {
 	tb.Helper()
 	addr := freeAddr(tb)
 	args := []string{"-test.run=^TestSyncDonorProcess$", "-test.count=1"}
-	if p := os.Getenv(donorProfileEnv); p != "" {
-		args = append(args, "-test.cpuprofile="+p)
-	}
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), donorEnv+"="+strconv.Itoa(nrec), donorAddrEnv+"="+addr)
 	out := &lockedBuffer{ready: make(chan struct{})}
@@ -247,29 +260,34 @@ func startDonor(tb testing.TB, nrec int) donorProc {
 	return donorProc{}
 }
 
-// cpuTime is the user+system CPU time a process used so far, from
-// /proc/PID/stat (Linux; ok is false elsewhere). The resolution is a clock
-// tick, 10 ms.
-func cpuTime(pid int) (d time.Duration, ok bool) {
+// procUsage is what /proc/PID/stat says a process used so far.
+type procUsage struct {
+	cpu    time.Duration // user+system, in clock ticks of 10 ms
+	faults int64         // minor page faults: first touches of new memory
+}
+
+// readUsage reads /proc/PID/stat (Linux; ok is false elsewhere).
+func readUsage(pid int) (u procUsage, ok bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, false
+		return u, false
 	}
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, false
+		return u, false
 	}
 	f := strings.Fields(string(b[i+1:])) // from field 3 (state) on
 	if len(f) < 13 {
-		return 0, false
+		return u, false
 	}
+	minflt, err0 := strconv.ParseInt(f[7], 10, 64)
 	utime, err1 := strconv.ParseInt(f[11], 10, 64)
 	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, false
+	if err0 != nil || err1 != nil || err2 != nil {
+		return u, false
 	}
 	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
-	return time.Duration(utime+stime) * tick, true
+	return procUsage{cpu: time.Duration(utime+stime) * tick, faults: minflt}, true
 }
 
 // syncFrom starts a receiver that joins donor and measures how long it
@@ -293,8 +311,8 @@ func syncFrom(tb testing.TB, id uint32, donor donorProc, nrec int) syncTimes {
 			streaming.CompareAndSwap(0, int64(time.Since(start)))
 		}
 	})
-	recv0, _ := cpuTime(os.Getpid())
-	donor0, _ := cpuTime(donor.pid)
+	recv0, _ := readUsage(os.Getpid())
+	donor0, _ := readUsage(donor.pid)
 	start = time.Now()
 	if err := n.Start(context.Background()); err != nil {
 		tb.Fatal(err)
@@ -306,15 +324,16 @@ func syncFrom(tb testing.TB, id uint32, donor donorProc, nrec int) syncTimes {
 		tb.Fatalf("not synced after %v: %d of %d records, caps %+v", syncWait, st.n.Load(), nrec, n.Caps())
 	}
 	elapsed := time.Since(start)
-	recv1, _ := cpuTime(os.Getpid())
-	donor1, _ := cpuTime(donor.pid)
+	recv1, _ := readUsage(os.Getpid())
+	donor1, _ := readUsage(donor.pid)
 	if got := st.n.Load(); got != int64(nrec) {
 		tb.Fatalf("synced with %d records, want %d", got, nrec)
 	}
 	if c := n.Caps(); len(c) != 1 || c[0].Attempts != 1 {
 		tb.Fatalf("caps %+v: the sync was retried", c)
 	}
-	return syncTimes{streaming: time.Duration(streaming.Load()), synced: elapsed, recvCPU: recv1 - recv0, donorCPU: donor1 - donor0}
+	return syncTimes{streaming: time.Duration(streaming.Load()), synced: elapsed, recvCPU: recv1.cpu - recv0.cpu, donorCPU: donor1.cpu - donor0.cpu,
+		recvFaults: recv1.faults - recv0.faults, donorFaults: donor1.faults - donor0.faults}
 }
 
 func reportSync(tb testing.TB, nrec int, d syncTimes) {
@@ -327,10 +346,12 @@ func reportSync(tb testing.TB, nrec int, d syncTimes) {
 		b.ReportMetric(mb/s, "MB/s")
 		b.ReportMetric(d.recvCPU.Seconds(), "recv-cpu-s")
 		b.ReportMetric(d.donorCPU.Seconds(), "donor-cpu-s")
+		b.ReportMetric(float64(d.recvFaults), "recv-faults")
+		b.ReportMetric(float64(d.donorFaults), "donor-faults")
 		return
 	}
-	tb.Logf("%d records of %d bytes (%.0f MB) synced in %.3f s (sync request after %.3f s): %.0f records/s, %.1f MB/s; CPU: receiver %.2f s, donor %.2f s",
-		nrec, syncRecordSize, mb, s, d.streaming.Seconds(), float64(nrec)/s, mb/s, d.recvCPU.Seconds(), d.donorCPU.Seconds())
+	tb.Logf("%d records of %d bytes (%.0f MB) synced in %.3f s (sync request after %.3f s): %.0f records/s, %.1f MB/s; CPU: receiver %.2f s, donor %.2f s; minor faults: receiver %d, donor %d",
+		nrec, syncRecordSize, mb, s, d.streaming.Seconds(), float64(nrec)/s, mb/s, d.recvCPU.Seconds(), d.donorCPU.Seconds(), d.recvFaults, d.donorFaults)
 }
 
 // TestSnapshotSyncTwoProcesses keeps the two-process harness working at a
@@ -371,10 +392,13 @@ func BenchmarkSnapshotSync(b *testing.B) {
 		total.streaming += d.streaming
 		total.recvCPU += d.recvCPU
 		total.donorCPU += d.donorCPU
+		total.recvFaults += d.recvFaults
+		total.donorFaults += d.donorFaults
 	}
 	b.StopTimer()
 	per := time.Duration(b.N)
-	reportSync(b, nrec, syncTimes{streaming: total.streaming / per, synced: total.synced / per, recvCPU: total.recvCPU / per, donorCPU: total.donorCPU / per})
+	reportSync(b, nrec, syncTimes{streaming: total.streaming / per, synced: total.synced / per, recvCPU: total.recvCPU / per, donorCPU: total.donorCPU / per,
+		recvFaults: total.recvFaults / int64(b.N), donorFaults: total.donorFaults / int64(b.N)})
 }
 
 // BenchmarkSnapshotCorePath is the per-record cost of the sync protocol
