@@ -63,6 +63,16 @@ bench-sip: build
 bench-redis:
 	ANYEDGE_REQUIRE_REDIS=1 go test -run '^$$' -bench 'BenchmarkRegister|BenchmarkLookup|BenchmarkMemoryPerBinding' -benchtime 2s -count 3 ./geo/redisloc
 
+# REGISTER/s under SIPp in the db-driven model (docs/BENCHMARKS.md, "Redis
+# Cluster location"): one edged in memory mode, one db-driven, two
+# db-driven edged processes sharing one six-node Redis Cluster, each with
+# its own SIPp, in one invocation (needs sipp and redis-server: make deps).
+# About 15 minutes with three runs. REDIS_SIP_FLAGS passes flags, e.g.
+# REDIS_SIP_FLAGS='-runs 1 -step 5s'.
+.PHONY: bench-redis-sip
+bench-redis-sip: build
+	ANYEDGE_REQUIRE_REDIS=1 ANYEDGE_BENCH_REDIS_SIP=1 go test -count=1 -run '^TestRedisSIPBench$$' -v -timeout 90m ./bench/sipbench -args -edged $(CURDIR)/bin/edged $(REDIS_SIP_FLAGS)
+
 lab:
 	scripts/lab.sh up
 

@@ -51,6 +51,7 @@ type bench struct {
 	confirmDur time.Duration
 	log        io.Writer
 	seq        int
+	rttFreq    int // SIPp -rtt_freq with -trace_rtt (0: 1000)
 }
 
 func (b *bench) logf(format string, a ...any) {

@@ -172,16 +172,24 @@ func sipReady(addr string) error {
 
 // edged is anyedge's daemon with a SIP section, on loopback.
 type edged struct {
-	p     *proc
-	sip   string
-	admin string
-	httpc *http.Client
+	p       *proc
+	sip     string
+	admin   string
+	cluster string // the cluster listener, for a second node to join
+	httpc   *http.Client
 }
 
 type edgedOpts struct {
 	bin       string
 	dir       string
 	keepalive bool // the default; false adds keepalive: {enabled: false}
+	// nodeID is cluster.node_id (default 1).
+	nodeID uint32
+	// join, when set, joins the cluster at these addresses instead of
+	// seeding a new one.
+	join []string
+	// location is a YAML location section ("" : the in-memory default).
+	location string
 }
 
 func startEdged(ctx context.Context, o edgedOpts) (*edged, error) {
@@ -195,21 +203,37 @@ func startEdged(ctx context.Context, o edgedOpts) (*edged, error) {
 		ports[name] = p
 	}
 	e := &edged{
-		sip:   fmt.Sprintf("127.0.0.1:%d", ports["sip"]),
-		admin: fmt.Sprintf("127.0.0.1:%d", ports["admin"]),
-		httpc: &http.Client{Timeout: 5 * time.Second},
+		sip:     fmt.Sprintf("127.0.0.1:%d", ports["sip"]),
+		admin:   fmt.Sprintf("127.0.0.1:%d", ports["admin"]),
+		cluster: fmt.Sprintf("127.0.0.1:%d", ports["cluster"]),
+		httpc:   &http.Client{Timeout: 5 * time.Second},
 	}
 	ka := ""
 	if !o.keepalive {
 		ka = "  keepalive: {enabled: false}\n"
 	}
+	if o.nodeID == 0 {
+		o.nodeID = 1
+	}
+	seed := "seed: true"
+	if len(o.join) > 0 {
+		q := make([]string, len(o.join))
+		for i, a := range o.join {
+			q[i] = strconv.Quote(a)
+		}
+		seed = "join: [" + strings.Join(q, ", ") + "]"
+	}
+	if o.location != "" {
+		// db-driven: the other nodes relay to this one's SIP address.
+		seed += fmt.Sprintf(", sip_addr: %q", e.sip)
+	}
 	cfg := fmt.Sprintf(`log: {level: warn}
 admin: {listen: %q}
-cluster: {node_id: 1, region: bench, listen: "127.0.0.1:%d", seed: true, key: "0123456789abcdef0123456789abcdef", state_dir: %q}
+cluster: {node_id: %d, region: bench, listen: %q, %s, key: "0123456789abcdef0123456789abcdef", state_dir: %q}
 sip:
   listeners: [{transport: udp, addr: %q}]
   domains: [example.com]
-%s`, e.admin, ports["cluster"], filepath.Join(o.dir, "state"), e.sip, ka)
+%s%s`, e.admin, o.nodeID, e.cluster, seed, filepath.Join(o.dir, "state"), e.sip, ka, o.location)
 	path := filepath.Join(o.dir, "edged.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err

@@ -74,8 +74,13 @@ func (b *bench) startSipp(ctx context.Context, spec sippSpec) (*sippProc, error)
 		"-trace_err", "-error_file", filepath.Join(dir, "errors.log"),
 	}
 	if spec.rtt {
-		// Every response time, in ms, in <scenario>_<pid>_rtt.csv in dir.
-		args = append(args, "-trace_rtt", "-rtt_freq", "1000")
+		// Every response time, in ms, in <scenario>_<pid>_rtt.csv in dir,
+		// written every rttFreq calls (SIPp drops the last partial batch).
+		freq := 1000
+		if b.rttFreq > 0 {
+			freq = b.rttFreq
+		}
+		args = append(args, "-trace_rtt", "-rtt_freq", strconv.Itoa(freq))
 	}
 	args = append(args, spec.args...)
 	if spec.remote != "" {
