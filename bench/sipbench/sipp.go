@@ -25,6 +25,9 @@ type sippSpec struct {
 	// timeouts are derived from it.
 	expect time.Duration
 	rtt    bool // record every response time (-trace_rtt)
+	// rttFreq is SIPp's -rtt_freq (set by startSipp): it writes the
+	// response times in batches of this many.
+	rttFreq int
 }
 
 // sippResult is what a finished SIPp run reports.
@@ -76,11 +79,11 @@ func (b *bench) startSipp(ctx context.Context, spec sippSpec) (*sippProc, error)
 	if spec.rtt {
 		// Every response time, in ms, in <scenario>_<pid>_rtt.csv in dir,
 		// written every rttFreq calls (SIPp drops the last partial batch).
-		freq := 1000
+		spec.rttFreq = 1000
 		if b.rttFreq > 0 {
-			freq = b.rttFreq
+			spec.rttFreq = b.rttFreq
 		}
-		args = append(args, "-trace_rtt", "-rtt_freq", strconv.Itoa(freq))
+		args = append(args, "-trace_rtt", "-rtt_freq", strconv.Itoa(spec.rttFreq))
 	}
 	args = append(args, spec.args...)
 	if spec.remote != "" {
@@ -159,6 +162,9 @@ func (p *sippProc) wait() (*sippResult, error) {
 	}
 	if p.spec.rtt {
 		r.rttMillis, err = readRTT(p.dir)
+		if err != nil && r.success < p.spec.rttFreq {
+			err = nil // SIPp had not written its first batch
+		}
 		if err != nil {
 			return r, fmt.Errorf("sipp %s: %w", p.spec.name, err)
 		}
