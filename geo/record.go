@@ -374,12 +374,19 @@ type decoded struct {
 	m    mrec
 }
 
-// decodeRecord reads one record. The record is copied into one string
-// and every string field is a slice of it: one allocation for all of a
-// binding's strings, and nothing aliases the frame, which the caller may
-// reuse.
+// decodeRecord reads one record, copied: nothing aliases buf.
 func decodeRecord(buf []byte) (decoded, error) {
-	r := sreader{s: string(buf)}
+	var a recAlloc
+	return a.decode(string(buf))
+}
+
+// decode reads one record from s, which the caller copied out of its
+// frame (merge copies a whole frame or chunk into one string). A live
+// binding's encoded body stays a slice of s; everything else kept (the
+// key of a binding, a tombstone's key, claims, a metadata record's
+// region) is taken from a, so that only live bindings pin s.
+func (a *recAlloc) decode(s string) (decoded, error) {
+	r := sreader{s: s}
 	var d decoded
 	d.kind = r.u8()
 	d.aor = r.str()
@@ -394,7 +401,7 @@ func decodeRecord(buf []byte) (decoded, error) {
 		x.dead = r.u8()&flagDead != 0
 		x.horizon = int64(r.u64())
 		if x.dead {
-			x.key = r.str()
+			x.key = a.str(r.str())
 			x.ch = r.u64()
 			x.cver = version{T: int64(r.u64()), CSeq: r.u32(), Node: x.home}
 			break
@@ -407,7 +414,7 @@ func decodeRecord(buf []byte) (decoded, error) {
 		}
 		x.enc = r.s[start:r.off]
 		x.cver = x.ver
-		x.key = b.Key()
+		x.key = a.key(b.InstanceID, b.RegID, b.Contact)
 		x.ch = claimHash(&b)
 		x.exp = nanos(b.Expires)
 		x.horizon = max(x.horizon, x.exp)
@@ -424,12 +431,13 @@ func decodeRecord(buf []byte) (decoded, error) {
 			return d, errBadRecord
 		}
 		if n > 0 {
-			m.claims = make([]claim, n)
+			m.claims = a.claimSlice(n)
 			for i := range m.claims {
 				m.claims[i] = claim{H: r.u64(), T: int64(r.u64()), CSeq: r.u32()}
 			}
 		}
 		m.horizon = max(m.horizon, m.expires)
+		m.region = a.region(m.region)
 	default:
 		return d, errBadRecord
 	}

@@ -93,6 +93,7 @@ type Service struct {
 	reconcile              atomic.Bool
 	peersStale             atomic.Bool
 	peers                  atomic.Pointer[peerTable]
+	regions                interner // region names of received metadata
 	stopped                chan struct{}
 	stopOnce               atomic.Bool
 }

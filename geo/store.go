@@ -66,15 +66,30 @@ func (sh *shard) state(aor string, create bool) *aorState {
 	return st
 }
 
-// sorted lists the shard's AoRs in order, so that what is built from them
-// (snapshots, republished metadata) does not depend on map order: a
-// simulation seed then replays exactly.
+// sorted lists the shard's AoRs in a fixed order, so that what is built
+// from them (snapshots, republished metadata) does not depend on map
+// order: a simulation seed then replays exactly. The order is by a hash
+// of the AoR (then the AoR): comparing strings that share their first
+// bytes through a pointer each made sorting most of a snapshot's cost.
 func (sh *shard) sorted() []*aorState {
-	out := make([]*aorState, 0, len(sh.aors))
-	for _, st := range sh.aors {
-		out = append(out, st)
+	type keyed struct {
+		h  uint64
+		st *aorState
 	}
-	slices.SortFunc(out, func(a, b *aorState) int { return strings.Compare(a.aor, b.aor) })
+	ks := make([]keyed, 0, len(sh.aors))
+	for aor, st := range sh.aors {
+		ks = append(ks, keyed{fnvStr(offset64, aor), st})
+	}
+	slices.SortFunc(ks, func(a, b keyed) int {
+		if a.h != b.h {
+			return cmp.Compare(a.h, b.h)
+		}
+		return strings.Compare(a.st.aor, b.st.aor)
+	})
+	out := make([]*aorState, len(ks))
+	for i := range ks {
+		out[i] = ks[i].st
+	}
 	return out
 }
 
@@ -146,7 +161,13 @@ func (s *store) countMeta(m *mrec, d int64) {
 func (s *store) setBind(sh *shard, st *aorState, i int, r brec) {
 	r.h = r.hash(st.aor)
 	if i < 0 {
+		old := st.binds
 		st.binds = append(st.binds, r)
+		if cap(old) > 0 && len(old) == cap(old) {
+			// Moved: what stays behind (a slot of a recAlloc slab) must not
+			// keep the records' strings alive.
+			clear(old)
+		}
 	} else {
 		old := &st.binds[i]
 		sh.bdig ^= old.h
@@ -167,7 +188,11 @@ func (s *store) delBind(sh *shard, st *aorState, i int) {
 func (s *store) setMeta(sh *shard, st *aorState, i int, m mrec) {
 	m.h = m.hash(st.aor)
 	if i < 0 {
+		old := st.metas
 		st.metas = append(st.metas, m)
+		if cap(old) > 0 && len(old) == cap(old) {
+			clear(old) // moved, as in setBind
+		}
 	} else {
 		old := &st.metas[i]
 		sh.mdig ^= old.h
