@@ -79,8 +79,14 @@ type redisRamp struct {
 	AtMax  *redisStep `json:"at_max,omitempty"`
 	// MaxZeroFail is the highest rate of the ramp with no failure (the
 	// ramp stops at the first step not sustained, which may have none).
-	MaxZeroFail int         `json:"max_zero_fail_per_node"`
-	Steps       []redisStep `json:"steps"`
+	MaxZeroFail int `json:"max_zero_fail_per_node"`
+	// RedisCmdsPerReg is the commands the Redis masters processed during
+	// the ramp (INFO total_commands_processed, which counts the commands
+	// a script runs too: a save is about 6) per REGISTER answered 200: the
+	// saves and whatever the nodes do in the background (index flushes,
+	// reaping, health checks, keepalive listings). 0 in memory mode.
+	RedisCmdsPerReg float64     `json:"redis_commands_per_register,omitempty"`
+	Steps           []redisStep `json:"steps"`
 }
 
 // TestRedisSIPBench measures REGISTER/s under SIPp for the db-driven
@@ -229,10 +235,34 @@ func flushRedis(t *testing.T, rc *redistest.Cluster) {
 	}
 }
 
+// redisCommands sums total_commands_processed over the masters.
+func redisCommands(rc *redistest.Cluster) (int64, error) {
+	var total int64
+	for i := range rc.Nodes {
+		if role, err := rc.Info(i, "ROLE"); err != nil || !strings.HasPrefix(role, "master") {
+			continue
+		}
+		info, err := rc.Info(i, "INFO", "stats")
+		if err != nil {
+			return 0, err
+		}
+		for _, line := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
+				n, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					return 0, fmt.Errorf("INFO stats: %q: %w", line, err)
+				}
+				total += n
+			}
+		}
+	}
+	return total, nil
+}
+
 // redisRamp starts cfg's edged processes and steps the rate up until a
 // step has a failure.
-func (b *bench) redisRamp(ctx context.Context, rc *redistest.Cluster, cfg redisConfig, rates []int, run int) (redisRamp, error) {
-	rr := redisRamp{Config: cfg.name, Nodes: cfg.nodes, Run: run + 1}
+func (b *bench) redisRamp(ctx context.Context, rc *redistest.Cluster, cfg redisConfig, rates []int, run int) (rr redisRamp, err error) {
+	rr = redisRamp{Config: cfg.name, Nodes: cfg.nodes, Run: run + 1}
 	loc := ""
 	if cfg.db {
 		q := make([]string, len(rc.Addrs()))
@@ -244,6 +274,11 @@ func (b *bench) redisRamp(ctx context.Context, rc *redistest.Cluster, cfg redisC
 	var nodes []*edged
 	defer func() {
 		for _, e := range nodes {
+			// What the node counted (Redis operations by result and
+			// latency), for reading a failed step.
+			if err := e.saveMetrics(filepath.Join(e.dir, "metrics.txt")); err != nil {
+				b.logf("edged: /metrics: %v", err)
+			}
 			if err := e.Stop(); err != nil {
 				b.logf("edged: stop: %v", err)
 			}
@@ -274,8 +309,19 @@ func (b *bench) redisRamp(ctx context.Context, rc *redistest.Cluster, cfg redisC
 	if _, err := b.redisStep(ctx, nodes, min(rates[0], 100), fmt.Sprintf("%s%dwarm", cfg.name, run), 2*time.Second); err != nil {
 		return rr, err
 	}
+	cmds0, err := redisCommands(rc)
+	if err != nil {
+		return rr, err
+	}
+	ok := 0
+	defer func() {
+		if cmds1, err := redisCommands(rc); err == nil && cfg.db && ok > 0 {
+			rr.RedisCmdsPerReg = float64(cmds1-cmds0) / float64(ok)
+		}
+	}()
 	for i, rate := range rates {
 		st, err := b.redisStep(ctx, nodes, rate, fmt.Sprintf("%s%dr%d", cfg.name, run, i), b.stepDur)
+		ok += st.Success
 		if err != nil {
 			return rr, err
 		}
@@ -289,6 +335,20 @@ func (b *bench) redisRamp(ctx context.Context, rc *redistest.Cluster, cfg redisC
 		rr.Max, rr.AtMax = rate, &rr.Steps[len(rr.Steps)-1]
 	}
 	return rr, nil
+}
+
+// saveMetrics writes the node's /metrics to path.
+func (e *edged) saveMetrics(path string) error {
+	resp, err := e.httpc.Get("http://" + e.admin + "/metrics")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, body, 0o644)
 }
 
 // waitReady polls until the node's /readyz answers 200 and it sees n nodes
@@ -395,15 +455,16 @@ func (b *bench) redisStep(ctx context.Context, nodes []*edged, rate int, tag str
 // median over runs of the highest sustained rate.
 func redisSummary(configs []redisConfig, ramps []redisRamp) string {
 	var sb strings.Builder
-	sb.WriteString("| configuration | highest sustained REGISTER/s per node (runs; median) | all nodes | avg response there (runs) | load average there (runs) | highest with 0 failures (runs) | the next step (runs) |\n|---|---|---|---|---|---|---|\n")
+	sb.WriteString("| configuration | highest sustained REGISTER/s per node (runs; median) | all nodes | avg response there (runs) | load average there (runs) | highest with 0 failures (runs) | the next step (runs) | Redis commands per REGISTER, script-internal included (runs) |\n|---|---|---|---|---|---|---|---|\n")
 	for _, c := range configs {
 		var maxes, zero []int
-		var avg, load, next []string
+		var avg, load, next, cmds []string
 		for _, r := range ramps {
 			if r.Config != c.name {
 				continue
 			}
 			maxes, zero = append(maxes, r.Max), append(zero, r.MaxZeroFail)
+			cmds = append(cmds, fmt.Sprintf("%.2f", r.RedisCmdsPerReg))
 			if r.AtMax != nil {
 				avg = append(avg, fmt.Sprintf("%.1f ms", r.AtMax.AvgMs))
 				load = append(load, strings.Fields(r.AtMax.Load + " ?")[0])
@@ -422,8 +483,9 @@ func redisSummary(configs []redisConfig, ramps []redisRamp) string {
 		s := slices.Clone(maxes)
 		slices.Sort(s)
 		med := s[len(s)/2]
-		fmt.Fprintf(&sb, "| %s (%d edged) | %s; **%d** | %d | %s | %s | %s | %s |\n", c.name, c.nodes,
-			joinInts(maxes), med, med*c.nodes, strings.Join(avg, ", "), strings.Join(load, ", "), joinInts(zero), strings.Join(next, "; "))
+		fmt.Fprintf(&sb, "| %s (%d edged) | %s; **%d** | %d | %s | %s | %s | %s | %s |\n", c.name, c.nodes,
+			joinInts(maxes), med, med*c.nodes, strings.Join(avg, ", "), strings.Join(load, ", "), joinInts(zero), strings.Join(next, "; "),
+			strings.Join(cmds, ", "))
 	}
 	return sb.String()
 }

@@ -176,6 +176,7 @@ type edged struct {
 	sip     string
 	admin   string
 	cluster string // the cluster listener, for a second node to join
+	dir     string // its config, log and state
 	httpc   *http.Client
 }
 
@@ -206,6 +207,7 @@ func startEdged(ctx context.Context, o edgedOpts) (*edged, error) {
 		sip:     fmt.Sprintf("127.0.0.1:%d", ports["sip"]),
 		admin:   fmt.Sprintf("127.0.0.1:%d", ports["admin"]),
 		cluster: fmt.Sprintf("127.0.0.1:%d", ports["cluster"]),
+		dir:     o.dir,
 		httpc:   &http.Client{Timeout: 5 * time.Second},
 	}
 	ka := ""
