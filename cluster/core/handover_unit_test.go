@@ -325,3 +325,29 @@ func TestHandoverWANOnlyHolderFencesByLease(t *testing.T) {
 		t.Fatalf("node 1 fenced at %v, node 2 active at %v: want fence first", fenced.Sub(labEpoch), took.Sub(labEpoch))
 	}
 }
+
+// Node 2 becomes active but its claim never reaches node 1 (say it was cut
+// off just after); when node 1 then loses node 2 by heartbeat timeout it
+// still waits the fence margin, though the only claim it knows from node 2
+// is a release.
+func TestHandoverUnseenClaimStillWaitsFenceMargin(t *testing.T) {
+	l := handoverLab(t)
+	l.hold = isClaimFrom(2) // never delivered
+	if err := l.cores[1].SetTagActive(l.now, "vip", 2); err != nil {
+		t.Fatal(err)
+	}
+	l.collect()
+	l.settle()
+	if _, ok := activeAt(l, 2, true, time.Second); !ok {
+		t.Fatal("node 2 never became active")
+	}
+	l.kill(2, false)
+	down, ok := downAt(l, 1, 2)
+	if !ok {
+		t.Fatal("node 1 never saw node 2 down")
+	}
+	at, ok := activeAt(l, 1, true, 2*time.Second)
+	if want := down.Add(200 * time.Millisecond); !ok || at.Before(want) {
+		t.Fatalf("node 1 active at %v, want not before %v (down at %v + 200ms margin)", at.Sub(labEpoch), want.Sub(labEpoch), down.Sub(labEpoch))
+	}
+}

@@ -225,6 +225,15 @@ func (c *Core) mayActivate(t *tagState) bool {
 	if !c.lastCame.IsZero() && c.now.Sub(c.lastCame) < c.cfg.LAN.PingInterval {
 		return false
 	}
+	// An eligible node lost by heartbeat timeout may have become active
+	// just before it was cut off, its claim never reaching this side (a
+	// node out of TopologyGrace, say): wait the margin whatever claim is
+	// known.
+	for _, id := range c.sortedIDs() {
+		if lost, ok := c.lost[id]; ok && !lost.closed && c.now.Sub(lost.at) < c.FenceMargin() && slices.Contains(c.eligible(t), id) {
+			return false
+		}
+	}
 	m := c.claims[t.spec.Name]
 	for _, id := range sortedKeys(m) {
 		k := m[id]
