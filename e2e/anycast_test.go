@@ -317,9 +317,9 @@ func TestAnycast(t *testing.T) {
 				victim.IsolateCluster(false)
 			}
 		}()
-		// a2 loses a1 after the LAN dead time (400 ms) but still reaches
-		// region b, which backs it, until the WAN links time out (5 s):
-		// only then is it isolated.
+		// a2 loses a1 after the LAN dead time (400 ms), then probes its
+		// WAN links to region b at once (300 ms) instead of waiting out
+		// their dead time (5 s): only then is it isolated.
 		var unready time.Duration
 		var reasons []string
 		drop := waitFor(t, t0, 10*time.Second, func() error {
@@ -343,7 +343,7 @@ func TestAnycast(t *testing.T) {
 		if d := drop - unready; d >= time.Second {
 			t.Errorf("withdrawn %v after becoming isolated, want < 1 s", d)
 		}
-		fig.add(t, "isolated: unready (WAN dead time 5 s)", unready)
+		fig.add(t, "isolated: unready (LAN dead time + probe)", unready)
 		fig.add(t, "isolated: withdrawn after unready", max(drop-unready, 0))
 		// a1 lost its partner but the other region backs it: it stays.
 		if err := ra.WantNextHops(lab.Anycast+"/32", other.Addr.String()); err != nil {

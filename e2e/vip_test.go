@@ -91,14 +91,14 @@ func TestVIPFailover(t *testing.T) {
 		p2 := probe(t, l, a, fmt.Sprintf("%s:%d", l2, lab.SIPPort))
 		p3 := probe(t, l, a, fmt.Sprintf("%s:%d", l3, lab.SIPPort))
 		// A kill closes the links: the partner must hold the VIPs within
-		// 1 s. A frozen node stays reachable, through the other region,
-		// until the WAN links declare it dead (cluster.wan.dead_after,
-		// 5 s): a node is up while any path reaches it; then the tag
-		// handover waits the fence margin (1.1 s with a WAN profile in
-		// use) so that a holder that is alive but cut off has let go.
+		// 1 s. A freeze: the partner's LAN link times out (400 ms), the
+		// other region's nodes probe theirs (300 ms) instead of waiting
+		// out the WAN dead time, then the handover waits the fence margin
+		// (1.1 s with a WAN profile in use) so that a holder alive but cut
+		// off has let go: about 1.8 s; keepalived's default is 3.5 s.
 		limit := time.Second
 		if rn.sig == syscall.SIGSTOP {
-			limit = 7600 * time.Millisecond
+			limit = 3500 * time.Millisecond
 		}
 		t0 := time.Now()
 		if err := owner.Proc.Signal(rn.sig); err != nil {
