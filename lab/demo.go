@@ -39,16 +39,24 @@ func (l *Lab) Demo(ctx context.Context, w io.Writer) error {
 		}
 		fmt.Fprintf(w, "lab: %s registered over IPv6 from %s ([%s]:%d) to %s\n", u, r.ClientName(), r.Client6, port, AnycastSIP6())
 	}
-	// The test call: bob's phone is a SIPp UAS on region a's client. Its
-	// contact is registered on both of the region's edges (by their own
-	// addresses: location is per node), so the call works whichever edge
-	// the anycast route picks.
+	// The test call: bob's phone is a SIPp UAS on region a's client. With
+	// geo it registers once through the anycast address (every edge finds
+	// it); without, on both of the region's edges by their own addresses
+	// (location is per edge). Either way the call works whichever edge the
+	// anycast route picks.
 	r := l.Plan.Regions[0]
 	c := l.Clients[r.Name]
 	const uasPort, uacPort = 5070, 5080
-	for _, e := range r.Edges {
-		if err := c.Register(ctx, fmt.Sprintf("%s:%d", e.Addr, SIPPort), "bob", uasPort); err != nil {
-			return fmt.Errorf("register bob at %s: %w", e.Name, err)
+	registrars := []string{AnycastSIP()}
+	if !l.opts.Geo {
+		registrars = nil
+		for _, e := range r.Edges {
+			registrars = append(registrars, fmt.Sprintf("%s:%d", e.Addr, SIPPort))
+		}
+	}
+	for _, to := range registrars {
+		if err := c.Register(ctx, to, "bob", uasPort); err != nil {
+			return fmt.Errorf("register bob at %s: %w", to, err)
 		}
 	}
 	uas, err := c.StartSIPp(ctx, "uas_answer.xml", "", "-p", strconv.Itoa(uasPort), "-m", "1", "-timeout", "20s", "-timeout_error")

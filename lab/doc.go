@@ -22,6 +22,12 @@
 // 203.0.113.(30+n) announced as a /32, each bound to a sharing tag
 // (vip-a, vip3-a, ...).
 //
+// With Options.Geo (make lab turns it on) location is distributed (the
+// geo section, user-facing model): a registration lives on the edge that
+// took it and on its region partner, every edge finds it, and the
+// region's tag home-a, home-b, ... decides who serves it while its home is
+// down or restarting. Without it each edge keeps its own registrations.
+//
 // IPv6 runs alongside on every segment (hosts in fd00:198:18::/48, region
 // n's LAN fd00:198:18:n::/64, edge an at ::1n, the router at ::1): every
 // edge also announces 2001:db8:a::10/128, on a separate IPv6 BGP session

@@ -78,7 +78,7 @@ func (l *Lab) edgedConfig(e *EdgePlan) Config {
 		cl["join"] = join
 	}
 	no := false
-	return Config{
+	cfg := Config{
 		"log":     map[string]any{"level": "info", "format": "text"},
 		"admin":   map[string]any{"listen": AdminAddr},
 		"cluster": cl,
@@ -139,6 +139,35 @@ func (l *Lab) edgedConfig(e *EdgePlan) Config {
 			{"tag": r.VIPL3Tag(), "address": r.VIPL3v6.String() + "/128", "mode": "l3"},
 		},
 	}
+	if l.opts.Geo {
+		EnableGeo(e, cfg)
+	}
+	return cfg
+}
+
+// EnableGeo turns on user-facing distributed location in an edge's
+// config: a binding lives on the edge that took the REGISTER and on its
+// region partner, and every edge finds it (relayed to the home, or served
+// by the partner while the home is down or restarting). It adds the geo
+// section and, for every region of the cluster tags, its HA tag
+// home-<region> (geo.CheckClusterTags wants every region's on every
+// node). Without it location is per edge: a restarted edge forgets its
+// registrations, and a call that lands on another edge than the REGISTER
+// did gets 480. It fits Options.Edge.
+func EnableGeo(_ *EdgePlan, cfg Config) {
+	cfg["geo"] = map[string]any{}
+	cl := cfg.Section("cluster")
+	tags, _ := cl["tags"].([]map[string]any)
+	var regions []string
+	for _, t := range tags {
+		if r, ok := t["region"].(string); ok && !slices.Contains(regions, r) {
+			regions = append(regions, r)
+		}
+	}
+	for _, r := range regions {
+		tags = append(tags, map[string]any{"name": (&RegionPlan{Name: r}).HomeTag(), "region": r})
+	}
+	cl["tags"] = tags
 }
 
 // peer is the BGP config of the session with the router at addr, from
@@ -172,7 +201,10 @@ type Edge struct {
 	*EdgePlan
 	NS     string
 	Config string // the config file
-	Proc   *Proc
+	// Bin, if set, is the edged binary the next Start runs instead of
+	// Options.Edged (a roll-out installs a new one).
+	Bin  string
+	Proc *Proc
 
 	lab  *Lab
 	runs int
@@ -208,7 +240,11 @@ func (e *Edge) Start() error {
 	if e.runs == 1 {
 		log = filepath.Join(e.lab.dir, e.Name, "edged.log")
 	}
-	p, err := startProc("edged-"+e.Name, e.NS, log, e.lab.opts.Detach, e.lab.opts.Edged, "-config", e.Config)
+	bin := e.lab.opts.Edged
+	if e.Bin != "" {
+		bin = e.Bin
+	}
+	p, err := startProc("edged-"+e.Name, e.NS, log, e.lab.opts.Detach, bin, "-config", e.Config)
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,12 @@ type Options struct {
 	Detach bool
 	// Logf reports progress. Default: silent.
 	Logf func(format string, args ...any)
+	// Geo turns on distributed user location (the edges' geo section,
+	// with every region's home-<region> tag): a registration is found
+	// from every edge and survives a restart of the edge that took it.
+	// Off, location is per edge, as the tests that register a contact on
+	// each edge by its own address expect. make lab turns it on.
+	Geo bool
 	// Edge, if set, may change each edge's config before it is written.
 	Edge func(e *EdgePlan, cfg Config)
 	// Timeout bounds the bring-up. Default 90 s.

@@ -92,6 +92,10 @@ func (r *RegionPlan) ClientName() string { return "c" + r.Name }
 func (r *RegionPlan) VIPTag() string   { return "vip-" + r.Name }
 func (r *RegionPlan) VIPL3Tag() string { return "vip3-" + r.Name }
 
+// HomeTag is the region's geo HA sharing tag (geo.tag_prefix "home-" +
+// region).
+func (r *RegionPlan) HomeTag() string { return "home-" + r.Name }
+
 // NewPlan computes the plan of a lab with n regions (2 or 3).
 func NewPlan(prefix string, n int) (*Plan, error) {
 	if n < 2 || n > len(regionNames) {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,13 +65,26 @@ func TestGeneratedConfigs(t *testing.T) {
 	}
 	golden(t, "bird-ra.conf", []byte(conf))
 
-	l := newLab(p, Options{Dir: "/lab-run", Edged: "edged"})
+	// As make lab runs it: with geo.
+	l := newLab(p, Options{Dir: "/lab-run", Edged: "edged", Geo: true})
 	l.secrets = Secrets{ClusterKey: "k", AuthSecret: "s", RecordRouteKey: "r"}
 	b, err := yaml.Marshal(map[string]any(l.edgedConfig(p.Region("b").Edges[1])))
 	if err != nil {
 		t.Fatal(err)
 	}
 	golden(t, "edged-b2.yaml", b)
+
+	// Without geo: no geo section, no home tags.
+	l = newLab(p, Options{Dir: "/lab-run", Edged: "edged"})
+	cfg := l.edgedConfig(p.Region("b").Edges[1])
+	if _, ok := cfg["geo"]; ok {
+		t.Error("geo section without Options.Geo")
+	}
+	for _, tag := range cfg.Section("cluster")["tags"].([]map[string]any) {
+		if strings.HasPrefix(tag["name"].(string), "home-") {
+			t.Errorf("tag %v without Options.Geo", tag)
+		}
+	}
 }
 
 func TestOutage(t *testing.T) {

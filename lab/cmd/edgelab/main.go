@@ -50,7 +50,7 @@ func main() {
 	o := lab.Options{
 		Regions: *regions, Prefix: *prefix, Dir: abs(*dir),
 		Edged: abs(filepath.Join(*bin, "edged")), Edgectl: abs(filepath.Join(*bin, "edgectl")),
-		Scenarios: abs(*scenarios), Detach: true,
+		Scenarios: abs(*scenarios), Detach: true, Geo: true,
 		Logf: func(format string, args ...any) { fmt.Printf("lab: "+format+"\n", args...) },
 	}
 	switch cmd {
