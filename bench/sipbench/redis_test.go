@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -32,6 +31,7 @@ var (
 	rsRuns    = flag.Int("runs", 3, "runs; each configuration starts fresh in each, in a rotated order")
 	rsConfigs = flag.String("configs", "memory,db-1,db-2", "configurations: memory (one edged, in-memory location), db-1 (one edged, db-driven), db-2 (two edged, db-driven, one Redis Cluster)")
 	rsOut     = flag.String("out", "", "results directory (default: a new one under the temp dir)")
+	rsAll     = flag.Bool("all-steps", false, "run every rate even after a step that is not sustained (same work for every configuration, e.g. to compare Redis commands per REGISTER)")
 )
 
 // redisConfig is one configuration of TestRedisSIPBench.
@@ -86,6 +86,7 @@ type redisRamp struct {
 	// saves and whatever the nodes do in the background (index flushes,
 	// reaping, health checks, keepalive listings). 0 in memory mode.
 	RedisCmdsPerReg float64     `json:"redis_commands_per_register,omitempty"`
+	Error           string      `json:"error,omitempty"` // the ramp ended early
 	Steps           []redisStep `json:"steps"`
 }
 
@@ -145,9 +146,14 @@ func TestRedisSIPBench(t *testing.T) {
 			}
 			rr, err := b.redisRamp(ctx, rc, cfg, rates, run)
 			if err != nil {
-				t.Fatalf("run %d %s: %v (results so far in %s)", run+1, cfg.name, err, b.out)
+				// Keep the other configurations' figures: the summary
+				// shows this ramp's steps up to the error.
+				t.Errorf("run %d %s: %v", run+1, cfg.name, err)
+				rr.Error = err.Error()
 			}
-			ramps = append(ramps, rr)
+			if len(rr.Steps) > 0 {
+				ramps = append(ramps, rr)
+			}
 			b.logf("run %d %s: highest rate with no failure %d/s per node", run+1, cfg.name, rr.Max)
 		}
 	}
@@ -330,9 +336,14 @@ func (b *bench) redisRamp(ctx context.Context, rc *redistest.Cluster, cfg redisC
 			rr.MaxZeroFail = rate
 		}
 		if !st.Sustained {
+			if *rsAll {
+				continue
+			}
 			break
 		}
-		rr.Max, rr.AtMax = rate, &rr.Steps[len(rr.Steps)-1]
+		if rr.Max == rates[max(i-1, 0)] || i == 0 {
+			rr.Max, rr.AtMax = rate, &rr.Steps[len(rr.Steps)-1]
+		}
 	}
 	return rr, nil
 }
@@ -445,9 +456,6 @@ func (b *bench) redisStep(ctx context.Context, nodes []*edged, rate int, tag str
 	}
 	b.logf("  %s: %d node(s) × %d/s: %d/%d ok, %d failed, %d retransmissions, avg %.1f ms, p50 %.0f ms, p99 %.0f ms (load %s)",
 		tag, len(nodes), rate, st.Success, st.Calls, st.Failed, st.Retrans, st.AvgMs, st.P50Ms, st.P99Ms, st.Load)
-	if st.Samples == 0 && st.Success > 0 {
-		return st, errors.New("SIPp recorded no response times (-trace_rtt)")
-	}
 	return st, nil
 }
 
@@ -471,8 +479,9 @@ func redisSummary(configs []redisConfig, ramps []redisRamp) string {
 			} else {
 				avg, load = append(avg, "–"), append(load, "–")
 			}
-			if last := r.Steps[len(r.Steps)-1]; !last.Sustained {
-				next = append(next, fmt.Sprintf("%d/s: %s, avg %.0f ms", last.Rate, last.Why, last.AvgMs))
+			if i := slices.IndexFunc(r.Steps, func(s redisStep) bool { return !s.Sustained }); i >= 0 {
+				st := r.Steps[i]
+				next = append(next, fmt.Sprintf("%d/s: %s, avg %.0f ms", st.Rate, st.Why, st.AvgMs))
 			} else {
 				next = append(next, "none (top of the ladder)")
 			}
