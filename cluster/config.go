@@ -48,7 +48,11 @@ type Config struct {
 	// LAN timers: ping every 100 ms, a link is dead after 400 ms of silence,
 	// so a dead peer is detected within 500 ms (OpenSIPS: 4 to 8 s).
 	LAN Timers `yaml:"lan"`
-	// WAN timers: ping every 1 s, dead after 5 s, to ride out WAN jitter.
+	// WAN timers: ping every 1 s, dead after 5 s, to ride out WAN jitter
+	// without reconnecting. A WAN link silent for the fence lease (1.3 s
+	// with the default timers; docs/CLUSTER.md) is withdrawn from the
+	// topology before that, so WAN links ping at most every lease/4
+	// (325 ms) whatever ping_interval says.
 	WAN Timers `yaml:"wan"`
 	// SeedSyncDelay is how long a seed node looks for a donor before it
 	// declares itself synced. Default 3 s.
