@@ -263,7 +263,7 @@ func (s *Service) encodeShard(i int, kind uint8) [][]byte {
 	var w wire.Writer
 	var ends []int
 	sh.mu.Lock()
-	sorted := sh.sorted()
+	sorted := sh.sorted(s.inline)
 	// Sized once: growing the buffer record by record copied the shard
 	// about twice over (most of a 1M-binding snapshot's allocation).
 	size, count := 0, 0

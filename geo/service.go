@@ -83,8 +83,9 @@ type Service struct {
 	out     *outbox
 
 	// inline makes every entry point flush the outbox itself before it
-	// returns, and Save not wait: for single-goroutine simulations whose
-	// cluster may be called from capability callbacks.
+	// returns, Save not wait, and AoRs go out in a fixed order: for
+	// single-goroutine simulations whose cluster may be called from
+	// capability callbacks, replayed exactly from their seed.
 	inline bool
 
 	regionF, otherF cluster.Filter // regionFilter, otherFilter as values
@@ -562,7 +563,7 @@ func (s *Service) reconcileHome(at int64) {
 		sh := &s.st.shards[i]
 		sh.mu.Lock()
 		var out []outRec
-		for _, st := range sh.sorted() {
+		for _, st := range sh.sorted(s.inline) {
 			has := st.meta(s.self) != nil
 			for j := range st.binds {
 				has = has || st.binds[j].home == s.self

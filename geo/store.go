@@ -66,12 +66,21 @@ func (sh *shard) state(aor string, create bool) *aorState {
 	return st
 }
 
-// sorted lists the shard's AoRs in a fixed order, so that what is built
-// from them (snapshots, republished metadata) does not depend on map
-// order: a simulation seed then replays exactly. The order is by a hash
-// of the AoR (then the AoR): comparing strings that share their first
-// bytes through a pointer each made sorting most of a snapshot's cost.
-func (sh *shard) sorted() []*aorState {
+// sorted lists the shard's AoRs; in a fixed order when ordered, so that
+// what is built from them (snapshots, republished metadata) does not
+// depend on map order: a simulation seed then replays exactly. Nothing
+// else needs an order (every merge is order-free), and sorting was a good
+// part of a 1M-binding snapshot's cost, so a real node does not. The
+// order is by a hash of the AoR (then the AoR): comparing strings that
+// share their first bytes through a pointer each cost more.
+func (sh *shard) sorted(ordered bool) []*aorState {
+	if !ordered {
+		out := make([]*aorState, 0, len(sh.aors))
+		for _, st := range sh.aors {
+			out = append(out, st)
+		}
+		return out
+	}
 	type keyed struct {
 		h  uint64
 		st *aorState
