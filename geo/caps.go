@@ -152,23 +152,29 @@ func (s *Service) merge(label string, recs [][]byte) int {
 		sh.mu.Unlock()
 		sh, st, mine = nil, nil, false
 	}
-	// One copy of the whole frame or chunk, of which the records are
-	// slices, and the rest of what is kept from a few blocks (recAlloc):
-	// records one by one were most of a sync's apply time.
+	// One copy of the frame's or chunk's binding records, which a live
+	// binding keeps a slice of, and the rest of what is kept from a few
+	// blocks (recAlloc): records one by one were most of a sync's apply
+	// time. Metadata records keep nothing of their bytes (decode copies
+	// what it keeps), so they are read in place.
 	total := 0
 	for _, raw := range recs {
-		total += len(raw)
+		if len(raw) > 0 && raw[0] == recBind {
+			total += len(raw)
+		}
 	}
 	buf := make([]byte, 0, total)
-	for _, raw := range recs {
-		buf = append(buf, raw...)
-	}
-	all := unsafe.String(unsafe.SliceData(buf), len(buf))
 	a := recAlloc{own: s.region, regions: &s.regions}
-	off := 0
 	for _, raw := range recs {
-		d, err := a.decode(all[off : off+len(raw)])
-		off += len(raw)
+		var rs string
+		if len(raw) > 0 && raw[0] == recBind {
+			at := len(buf)
+			buf = append(buf, raw...)
+			rs = unsafe.String(unsafe.SliceData(buf[at:]), len(raw))
+		} else {
+			rs = unsafe.String(unsafe.SliceData(raw), len(raw))
+		}
+		d, err := a.decode(rs)
 		if err != nil {
 			s.m.bad.WithLabelValues(label).Inc()
 			continue
