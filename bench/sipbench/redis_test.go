@@ -26,7 +26,7 @@ const BenchRedisSIPEnv = "ANYEDGE_BENCH_REDIS_SIP"
 
 var (
 	rsEdged   = flag.String("edged", "../../bin/edged", "the edged binary (TestRedisSIPBench)")
-	rsRates   = flag.String("rates", "100,250,500,750,1000,1250,1500,2000,2500,3000", "offered REGISTER/s per node, stepped up until a step is not sustained")
+	rsRates   = flag.String("rates", "100,250,500,750,1000,1250,1500,2000,2500,3000,4000,5000", "offered REGISTER/s per node, stepped up until a step is not sustained")
 	rsStep    = flag.Duration("step", 10*time.Second, "length of one fixed-rate step")
 	rsRuns    = flag.Int("runs", 3, "runs; each configuration starts fresh in each, in a rotated order")
 	rsConfigs = flag.String("configs", "memory,db-1,db-2", "configurations: memory (one edged, in-memory location), db-1 (one edged, db-driven), db-2 (two edged, db-driven, one Redis Cluster)")
