@@ -23,6 +23,17 @@ type recAlloc struct {
 	// (copied into the string block when nil).
 	own     string
 	regions *interner
+
+	// left is how many records the caller has yet to decode (itself
+	// included): blocks are sized for them, so that a live frame of a
+	// few records neither allocates nor pins full blocks.
+	left int
+}
+
+// blockLen is the length of a new block of up to max elements, per for
+// each record left.
+func (a *recAlloc) blockLen(max, per int) int {
+	return min(max, per*a.left)
 }
 
 const (
@@ -44,10 +55,11 @@ func (a *recAlloc) bytes(n int) []byte {
 		return nil
 	}
 	if n > cap(a.strs)-len(a.strs) {
-		if n > allocStrBlock/4 {
+		size := a.blockLen(allocStrBlock, 128)
+		if n > size/2 {
 			return make([]byte, n)
 		}
-		a.strs = make([]byte, 0, allocStrBlock)
+		a.strs = make([]byte, 0, size)
 	}
 	at := len(a.strs)
 	a.strs = a.strs[:at+n]
@@ -87,10 +99,11 @@ func digits(i int) int {
 // claimSlice returns n claims of the claim block.
 func (a *recAlloc) claimSlice(n int) []claim {
 	if n > cap(a.claims)-len(a.claims) {
-		if n > 64 {
+		size := a.blockLen(256, 2)
+		if n > size/2 {
 			return make([]claim, n)
 		}
-		a.claims = make([]claim, 0, 256)
+		a.claims = make([]claim, 0, size)
 	}
 	at := len(a.claims)
 	a.claims = a.claims[:at+n]
@@ -100,7 +113,7 @@ func (a *recAlloc) claimSlice(n int) []claim {
 // state returns a new AoR state for aor (copied).
 func (a *recAlloc) state(aor string) *aorState {
 	if len(a.states) == 0 {
-		a.states = make([]aorState, allocRecBlock)
+		a.states = make([]aorState, max(a.blockLen(allocRecBlock, 1), 1))
 	}
 	st := &a.states[0]
 	a.states = a.states[1:]
@@ -112,7 +125,7 @@ func (a *recAlloc) state(aor string) *aorState {
 // one moves it to an array of its own (append).
 func (a *recAlloc) bindSlot() []brec {
 	if len(a.binds) == 0 {
-		a.binds = make([]brec, allocRecBlock)
+		a.binds = make([]brec, max(a.blockLen(allocRecBlock, 1), 1))
 	}
 	s := a.binds[:0:1]
 	a.binds = a.binds[1:]
@@ -121,7 +134,7 @@ func (a *recAlloc) bindSlot() []brec {
 
 func (a *recAlloc) metaSlot() []mrec {
 	if len(a.metas) == 0 {
-		a.metas = make([]mrec, allocRecBlock)
+		a.metas = make([]mrec, max(a.blockLen(allocRecBlock, 1), 1))
 	}
 	s := a.metas[:0:1]
 	a.metas = a.metas[1:]

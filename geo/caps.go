@@ -165,7 +165,8 @@ func (s *Service) merge(label string, recs [][]byte) int {
 	}
 	buf := make([]byte, 0, total)
 	a := recAlloc{own: s.region, regions: &s.regions}
-	for _, raw := range recs {
+	for i, raw := range recs {
+		a.left = len(recs) - i
 		var rs string
 		if len(raw) > 0 && raw[0] == recBind {
 			at := len(buf)

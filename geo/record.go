@@ -376,7 +376,7 @@ type decoded struct {
 
 // decodeRecord reads one record, copied: nothing aliases buf.
 func decodeRecord(buf []byte) (decoded, error) {
-	var a recAlloc
+	a := recAlloc{left: 1}
 	return a.decode(string(buf))
 }
 
