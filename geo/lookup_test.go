@@ -196,6 +196,28 @@ func TestTagOwnerFallback(t *testing.T) {
 		t.Fatalf("LookupLocal while the home serves: %+v", bs)
 	}
 
+	// The home is drained (maintenance): the owner serves its replicas,
+	// so that the drained node goes quiet; undrained, it serves again.
+	m2 := f.metas[2]
+	m2.Drained = true
+	f.metas[2] = m2
+	if rs, _ = s.LookupRoutes(context.Background(), aor, "eu"); kinds(rs) != "[replica:1 relay:7]" {
+		t.Fatalf("home drained: %s, want the owner to serve", kinds(rs))
+	}
+	// Drained with nobody to take over (no owner of home-eu): it still
+	// serves.
+	owner := f.owners["home-eu"]
+	f.owners["home-eu"] = 0
+	if rs, _ = s.LookupRoutes(context.Background(), aor, "eu"); kinds(rs) != "[relay:2 relay:7]" {
+		t.Fatalf("home drained, no owner: %s, want a relay to it", kinds(rs))
+	}
+	f.owners["home-eu"] = owner
+	m2.Drained = false
+	f.metas[2] = m2
+	if rs, _ = s.LookupRoutes(context.Background(), aor, "eu"); kinds(rs) != "[relay:2 relay:7]" {
+		t.Fatalf("home undrained: %s, want a relay to it", kinds(rs))
+	}
+
 	// No owner for us (the whole region is out of sight): nothing.
 	f.owners["home-us"] = 0
 	if rs, _ = s.LookupRoutes(context.Background(), aor, "eu"); kinds(rs) != "[relay:2]" {

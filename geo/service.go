@@ -403,7 +403,13 @@ func (s *Service) homeRegion(st *aorState, home uint32) string {
 }
 
 // serving reports whether a home node can answer for its bindings: up,
-// and synced for its region's bindings (a restarting home is not).
+// synced for its region's bindings (a restarting home is not), and not
+// drained. A drained home is treated like a down one, its tag owner
+// delivering from the replicas: relaying to it kept it busy, so its drain
+// never went quiet (the roll-out saw it withdraw only at the drain's shift
+// timeout, 30 s, and stop only at the shutdown timeout, failing calls).
+// With nobody else to take over (no other owner of the region's tag), a
+// drained home still serves.
 func (s *Service) serving(home uint32, region string) bool {
 	if home == s.self {
 		return true
@@ -412,7 +418,14 @@ func (s *Service) serving(home uint32, region string) bool {
 		return false
 	}
 	m, ok := s.cl.Meta(home)
-	return ok && slices.Contains(m.Synced, BindCap(region, s.cfg.ReplicateContactsCrossRegion))
+	if !ok || !slices.Contains(m.Synced, BindCap(region, s.cfg.ReplicateContactsCrossRegion)) {
+		return false
+	}
+	if m.Drained {
+		owner := s.cl.TagOwner(s.cfg.TagFor(region))
+		return owner == 0 || owner == home
+	}
+	return true
 }
 
 // servesFor reports whether this node delivers a down home's bindings: it
