@@ -14,7 +14,7 @@ func (n *Node) nodeViews() []NodeView {
 		m := a.Meta
 		v := NodeView{
 			ID: m.ID, Region: m.Region, ClusterAddr: m.ClusterAddr, SIPAddr: m.SIPAddr,
-			Priority: int(m.Priority), Seed: m.Seed, Drained: m.Drained, Incarnation: m.Incarnation,
+			Priority: int(m.Priority), Seed: m.Seed, Drained: m.Drained, Draining: m.Draining, Incarnation: m.Incarnation,
 			Synced: slices.Clone(m.Synced), State: "down",
 		}
 		switch {

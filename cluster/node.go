@@ -624,6 +624,12 @@ func (n *Node) TagFilter(tag string) Filter {
 	return func(m NodeMeta) bool { return slices.Contains(elig, m.ID) }
 }
 
+// SetDraining advertises that the node is being drained: it keeps its
+// tags, but other nodes should send it no new work.
+func (n *Node) SetDraining(d bool) error {
+	return n.call(func() { n.core.SetDraining(time.Now(), d); n.flush() })
+}
+
 // SetDrained advertises the node as drained (not eligible for tags).
 func (n *Node) SetDrained(d bool) error {
 	return n.call(func() { n.core.SetDrained(time.Now(), d); n.flush() })

@@ -14,6 +14,7 @@ type NodeView struct {
 	Priority    int           `json:"priority"`
 	Seed        bool          `json:"seed"`
 	Drained     bool          `json:"drained"`
+	Draining    bool          `json:"draining,omitempty"`
 	State       string        `json:"state"`    // "self", "up" or "down"
 	Direct      bool          `json:"direct"`   // a live direct link exists
 	NextHop     uint32        `json:"next_hop"` // 0 when unreachable or self

@@ -196,9 +196,15 @@ func TestTagOwnerFallback(t *testing.T) {
 		t.Fatalf("LookupLocal while the home serves: %+v", bs)
 	}
 
-	// The home is drained (maintenance): the owner serves its replicas,
-	// so that the drained node goes quiet; undrained, it serves again.
+	// The home is draining, then drained (maintenance): the owner serves
+	// its replicas, so that the node goes quiet; undrained, it serves
+	// again.
 	m2 := f.metas[2]
+	m2.Draining = true
+	f.metas[2] = m2
+	if rs, _ = s.LookupRoutes(context.Background(), aor, "eu"); kinds(rs) != "[replica:1 relay:7]" {
+		t.Fatalf("home draining: %s, want the owner to serve", kinds(rs))
+	}
 	m2.Drained = true
 	f.metas[2] = m2
 	if rs, _ = s.LookupRoutes(context.Background(), aor, "eu"); kinds(rs) != "[replica:1 relay:7]" {
@@ -212,7 +218,7 @@ func TestTagOwnerFallback(t *testing.T) {
 		t.Fatalf("home drained, no owner: %s, want a relay to it", kinds(rs))
 	}
 	f.owners["home-eu"] = owner
-	m2.Drained = false
+	m2.Drained, m2.Draining = false, false
 	f.metas[2] = m2
 	if rs, _ = s.LookupRoutes(context.Background(), aor, "eu"); kinds(rs) != "[relay:2 relay:7]" {
 		t.Fatalf("home undrained: %s, want a relay to it", kinds(rs))

@@ -404,7 +404,7 @@ func (s *Service) homeRegion(st *aorState, home uint32) string {
 
 // serving reports whether a home node can answer for its bindings: up,
 // synced for its region's bindings (a restarting home is not), and not
-// drained. A drained home is treated like a down one, its tag owner
+// draining or drained. Such a home is treated like a down one, its tag owner
 // delivering from the replicas: relaying to it kept it busy, so its drain
 // never went quiet (the roll-out saw it withdraw only at the drain's shift
 // timeout, 30 s, and stop only at the shutdown timeout, failing calls).
@@ -421,7 +421,7 @@ func (s *Service) serving(home uint32, region string) bool {
 	if !ok || !slices.Contains(m.Synced, BindCap(region, s.cfg.ReplicateContactsCrossRegion)) {
 		return false
 	}
-	if m.Drained {
+	if m.Drained || m.Draining {
 		owner := s.cl.TagOwner(s.cfg.TagFor(region))
 		return owner == 0 || owner == home
 	}

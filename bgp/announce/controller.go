@@ -44,6 +44,13 @@ type Drainable interface {
 	SetDrained(drained bool) error
 }
 
+// DrainingNotifier is an optional part of Drainable: told as soon as a
+// drain is requested or cancelled, so that other nodes stop sending new
+// work here while the paths shift (*cluster.Node is one).
+type DrainingNotifier interface {
+	SetDraining(draining bool) error
+}
+
 // Option sets an optional dependency.
 type Option func(*options)
 
@@ -78,6 +85,7 @@ type Controller struct {
 	appliedOK  bool // applied is what the speaker holds
 	lastErr    string
 	clDrained  bool  // what the cluster was last told
+	clDraining bool  // the draining flag the cluster was last given
 	persisted  bool  // what the state file says about the drain
 	state      State // the state file's content, as last written or read
 	persistErr error
@@ -325,6 +333,14 @@ func (c *Controller) applyLocked(now time.Time) {
 			c.persisted, c.state = want, st
 		}
 		c.persistErr = err
+	}
+	if dn, ok := c.deps.Cluster.(DrainingNotifier); ok && c.mach.DrainRequested() != c.clDraining {
+		want := c.mach.DrainRequested()
+		if err := dn.SetDraining(want); err != nil {
+			c.log.Warn("cannot set the cluster's draining flag", "draining", want, "err", err)
+		} else {
+			c.clDraining = want
+		}
 	}
 	if want := c.mach.ClusterDrained(); c.deps.Cluster != nil && want != c.clDrained {
 		if err := c.deps.Cluster.SetDrained(want); err != nil {

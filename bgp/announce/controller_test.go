@@ -25,11 +25,12 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // inputs are the controller's fake inputs, changed by the test while the
 // controller polls them.
 type inputs struct {
-	mu      sync.Mutex
-	sig     Signals
-	load    Load
-	drained []bool // every SetDrained
-	failSet error
+	mu       sync.Mutex
+	sig      Signals
+	load     Load
+	drained  []bool // every SetDrained
+	draining []bool // every SetDraining
+	failSet  error
 }
 
 func (in *inputs) health() Signals {
@@ -55,6 +56,19 @@ func (in *inputs) SetDrained(d bool) error {
 	defer in.mu.Unlock()
 	in.drained = append(in.drained, d)
 	return nil
+}
+
+func (in *inputs) SetDraining(d bool) error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.draining = append(in.draining, d)
+	return nil
+}
+
+func (in *inputs) drainings() []bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return slices.Clone(in.draining)
 }
 
 func (in *inputs) drains() []bool {
@@ -198,6 +212,11 @@ func TestControllerDrainAndRestart(t *testing.T) {
 		r.waitFor(0, gshut...)
 		if got := testutil.ToFloat64(r.c.m.drain); got != float64(PhaseShifting) {
 			t.Errorf("anyedge_drain_state %v", got)
+		}
+		// Other nodes learn of the drain at once (geo stops relaying
+		// here), long before the tags move.
+		if got := r.in.drainings(); !slices.Equal(got, []bool{true}) {
+			t.Fatalf("SetDraining calls %v at the start of the drain, want [true]", got)
 		}
 		// Traffic keeps arriving for 5 s, then stops; the paths go 2 s
 		// (drain.quiet) later, the sessions stay up.

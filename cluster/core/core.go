@@ -156,6 +156,16 @@ func (c *Core) sysFrame(typ wire.MsgType, dst NodeID, body []byte) *wire.Frame {
 
 // SetDrained changes the drained flag advertised to the cluster. A drained
 // node is not eligible for sharing tags.
+// SetDraining advertises that a drain was requested (see NodeMeta).
+func (c *Core) SetDraining(now time.Time, draining bool) {
+	c.now = now
+	if c.cfg.Self.Draining != draining {
+		c.cfg.Self.Draining = draining
+		c.dirtyLSA = true
+		c.originate()
+	}
+}
+
 func (c *Core) SetDrained(now time.Time, drained bool) {
 	c.now = now
 	if c.cfg.Self.Drained != drained {

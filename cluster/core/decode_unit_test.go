@@ -268,3 +268,21 @@ func TestLSAOfNodeZeroIsRefused(t *testing.T) {
 		t.Fatalf("BadMessages %d, want 1", a.Stats().BadMessages)
 	}
 }
+
+// The draining flag (bit 2) survives an LSA round trip and leaves the
+// older flags alone.
+func TestMetaDrainingFlagRoundTrip(t *testing.T) {
+	for _, m := range []NodeMeta{
+		{ID: 1, Region: "r1", Draining: true},
+		{ID: 2, Region: "r1", Drained: true, Seed: true},
+		{ID: 3, Region: "r1", Drained: true, Draining: true},
+	} {
+		var w wire.Writer
+		m.encode(&w)
+		r := wire.Reader{B: w.B}
+		got := decodeMeta(&r)
+		if r.Err != nil || got.Draining != m.Draining || got.Drained != m.Drained || got.Seed != m.Seed {
+			t.Fatalf("%+v came back as %+v (%v)", m, got, r.Err)
+		}
+	}
+}

@@ -31,7 +31,11 @@ type NodeMeta struct {
 	Priority    int32
 	Seed        bool
 	Drained     bool
-	Synced      []string // capabilities this node is synced for, sorted
+	// Draining: a drain was requested; the node still holds its tags
+	// but should get no new work (geo stops relaying to it as a home).
+	// Flag bit 2, appended: older nodes ignore it.
+	Draining bool
+	Synced   []string // capabilities this node is synced for, sorted
 }
 
 func (m NodeMeta) syncedFor(capName string) bool {
@@ -53,6 +57,9 @@ func (m NodeMeta) encode(w *wire.Writer) {
 	if m.Drained {
 		flags |= 2
 	}
+	if m.Draining {
+		flags |= 4
+	}
 	w.U8(flags)
 	w.U16(uint16(len(m.Synced)))
 	for _, s := range m.Synced {
@@ -71,6 +78,7 @@ func decodeMeta(r *wire.Reader) NodeMeta {
 	flags := r.U8()
 	m.Seed = flags&1 != 0
 	m.Drained = flags&2 != 0
+	m.Draining = flags&4 != 0
 	n := int(r.U16())
 	if r.Err == nil && n*2 > len(r.B) {
 		r.Err = wire.ErrShort
