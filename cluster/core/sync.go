@@ -145,7 +145,7 @@ func (c *Core) tickSync() {
 		case Pending:
 			if d := c.donorFor(name, cs); d != 0 {
 				c.startSync(name, cs, d)
-			} else if c.now.Sub(cs.since) >= c.cfg.SeedSyncDelay && c.mayDeclareSynced(cs) {
+			} else if c.now.Sub(cs.since) >= c.seedDelay(cs) && c.mayDeclareSynced(cs) {
 				// The seed rule: nobody to sync from, so this node's
 				// (possibly empty) data is the cluster's.
 				c.finishSync(name, cs)
@@ -161,6 +161,18 @@ func (c *Core) tickSync() {
 			delete(c.streams, id)
 		}
 	}
+}
+
+// seedDelay is how long a capability stays pending with no donor before
+// the seed rule may declare it synced. After a sync was tried, a donor
+// existed that holds data this node lacks (a link lost under load mid-sync
+// left a node declared synced with 214,127 of 1,000,000 bindings): wait two
+// SyncTimeouts more for it, or another, to come back.
+func (c *Core) seedDelay(cs *capState) time.Duration {
+	if cs.attempts > 0 {
+		return c.cfg.SeedSyncDelay + 2*c.cfg.SyncTimeout
+	}
+	return c.cfg.SeedSyncDelay
 }
 
 // mayDeclareSynced is the seed rule, widened for capabilities whose data

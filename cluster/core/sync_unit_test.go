@@ -599,3 +599,51 @@ func TestSyncChunkBuffersReused(t *testing.T) {
 		t.Fatalf("%d chunk buffers for a window of %d: released buffers are not reused", len(bufs), cfg.SyncWindow)
 	}
 }
+
+// A node whose donor is lost mid-sync does not declare itself synced by
+// the seed rule (Donors) after the usual delay with part of the data: it
+// waits two SyncTimeouts more for the donor to come back.
+func TestSyncSeedRuleWaitsLongerAfterALostDonor(t *testing.T) {
+	l := newLab(t)
+	const n = 60
+	regional := func(cp Capability) Capability {
+		cp.Donors = func(m NodeMeta) bool { return m.Region == "r1" }
+		return cp
+	}
+	cfg1 := syncConfig(1, "r1")
+	cfg1.Self.Seed = true
+	l.add(cfg1, regional(newLogCap("log", n, fixedSize(50)).capability(false)))
+	rcv := &logCap{name: "log"}
+	r := l.add(syncConfig(2, "r1"), regional(rcv.capability(true)))
+	fromFirst := func(f labFrame) bool { return isChunk(f) && f.from == 1 }
+	l.hold = fromFirst
+	l.link(1, 2)
+	l.settle()
+	l.tick(20 * time.Millisecond)
+	l.release(fromFirst)
+	if ci := capInfo(r, "log"); ci.State != Syncing || rcv.distinct() == 0 || rcv.distinct() == n {
+		t.Fatalf("setup: %+v with %d records", ci, rcv.distinct())
+	}
+	l.q = slices.DeleteFunc(l.q, fromFirst)
+	l.kill(1, false)
+	for i := 0; i < 100 && stateOf(r, "log") == Syncing; i++ {
+		l.tick(20 * time.Millisecond)
+	}
+	pending := l.now
+	if stateOf(r, "log") != Pending {
+		t.Fatalf("state %v after the donor went silent, want pending", stateOf(r, "log"))
+	}
+	cfg := syncConfig(2, "r1")
+	cfg.fill()
+	grace := cfg.SeedSyncDelay + 2*cfg.SyncTimeout
+	for l.now.Sub(pending) < grace-100*time.Millisecond {
+		if stateOf(r, "log") == Synced {
+			t.Fatalf("declared synced %v after losing its donor with %d of %d records", l.now.Sub(pending), rcv.distinct(), n)
+		}
+		l.tick(50 * time.Millisecond)
+	}
+	l.run(time.Second, 50*time.Millisecond)
+	if stateOf(r, "log") != Synced {
+		t.Fatalf("still %v %v after losing its donor for good", stateOf(r, "log"), l.now.Sub(pending))
+	}
+}
