@@ -207,7 +207,7 @@ func (s *Service) routes(ctx context.Context, aor, callerRegion string, relayed 
 	}
 	sh.mu.Unlock()
 
-	var serve []uint32
+	var serve, stale []uint32
 	var relays []Route
 	relay := func(target uint32, h homeInfo) {
 		if relayed {
@@ -241,6 +241,9 @@ func (s *Service) routes(ctx context.Context, aor, callerRegion string, relayed 
 			continue // a removed node nobody knows the region of
 		}
 		if s.serving(h.id, h.region) {
+			if relayed && h.holds {
+				stale = append(stale, h.id)
+			}
 			relay(h.id, h)
 			continue
 		}
@@ -257,6 +260,15 @@ func (s *Service) routes(ctx context.Context, aor, callerRegion string, relayed 
 			// every binding: deliver from here.
 			serve = append(serve, h.id)
 		}
+	}
+	if len(locals) == 0 && len(serve) == 0 && len(stale) > 0 {
+		// Relayed here for a home that serves again in this node's view
+		// (undrained, restarted and synced): the sender's view is older,
+		// and it chose this node, which holds the replicas, in the home's
+		// stead. It relayed to no one else for that home, so delivering
+		// them here doubles nothing, where relaying twice is not allowed
+		// and answering 480 would fail the call (seen in the roll-out).
+		serve = stale
 	}
 	var replicas []Route
 	if len(serve) > 0 {
