@@ -40,8 +40,8 @@ test-ops: deps build
 # End-to-end tests with real parts (namespaces, BIRD, SIPp); they need root.
 e2e:
 	@if [ -d e2e ]; then \
-		echo go test -count=1 -tags e2e ./e2e/...; \
-		go test -count=1 -tags e2e ./e2e/...; \
+		echo go test -count=1 -tags e2e -timeout 30m ./e2e/...; \
+		go test -count=1 -tags e2e -timeout 30m ./e2e/...; \
 	else \
 		echo "no e2e/ directory: skipping end-to-end tests"; \
 	fi
