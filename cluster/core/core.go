@@ -154,8 +154,6 @@ func (c *Core) sysFrame(typ wire.MsgType, dst NodeID, body []byte) *wire.Frame {
 	return &wire.Frame{Version: wire.Version, Type: typ, Src: c.self, Dst: dst, TTL: wire.DefaultTTL, Cap: wire.SystemCap, Body: body}
 }
 
-// SetDrained changes the drained flag advertised to the cluster. A drained
-// node is not eligible for sharing tags.
 // SetDraining advertises that a drain was requested (see NodeMeta).
 func (c *Core) SetDraining(now time.Time, draining bool) {
 	c.now = now
@@ -166,6 +164,8 @@ func (c *Core) SetDraining(now time.Time, draining bool) {
 	}
 }
 
+// SetDrained changes the drained flag advertised to the cluster. A drained
+// node is not eligible for sharing tags.
 func (c *Core) SetDrained(now time.Time, drained bool) {
 	c.now = now
 	if c.cfg.Self.Drained != drained {
@@ -263,6 +263,7 @@ func (c *Core) Heard(neighbour NodeID, t time.Time) {
 func (c *Core) Tick(now time.Time) {
 	c.now = now
 	died := false
+	lease := c.FenceLease()
 	for _, id := range c.sortedLinks() {
 		l := c.links[id]
 		if !l.probeAt.IsZero() && !l.lastHeard.Before(l.probeAt) {
@@ -280,12 +281,12 @@ func (c *Core) Tick(now time.Time) {
 			died = true
 			continue
 		}
-		if !l.stale && now.Sub(l.lastHeard) > c.FenceLease() {
+		if !l.stale && now.Sub(l.lastHeard) > lease {
 			l.stale = true
 			c.dirtyLSA = true
 			died = true
 		}
-		if now.Sub(l.lastPing) >= c.pingEvery(l) {
+		if now.Sub(l.lastPing) >= pingEvery(l, lease) {
 			c.ping(l)
 		}
 	}

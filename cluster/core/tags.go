@@ -121,15 +121,15 @@ func (c *Core) onClaim(from NodeID, k claim) {
 	c.recomputeTags()
 }
 
-// announceClaim floods this node's own claim on t.
+// ownClaim is this node's current claim on t.
+func (c *Core) ownClaim(t *tagState) claim {
+	return claim{Tag: t.spec.Name, Node: c.self, Inc: c.cfg.Self.Incarnation, Seq: c.claimSeq, Active: t.active}
+}
+
+// announceClaim floods this node's own claim on t, with a new sequence.
 func (c *Core) announceClaim(t *tagState) {
-	seq := uint64(c.now.UnixNano())
-	if seq <= c.claimSeq {
-		seq = c.claimSeq + 1
-	}
-	c.claimSeq = seq
-	k := claim{Tag: t.spec.Name, Node: c.self, Inc: c.cfg.Self.Incarnation, Seq: seq, Active: t.active}
-	body := k.encode()
+	c.claimSeq = max(uint64(c.now.UnixNano()), c.claimSeq+1)
+	body := c.ownClaim(t).encode()
 	for _, l := range c.sortedLinks() {
 		c.sendTo(l, c.sysFrame(msgTagClaim, 0, body))
 	}
@@ -140,15 +140,9 @@ func (c *Core) announceClaim(t *tagState) {
 // tag before it sees the holder come up.
 func (c *Core) sendClaims(peer NodeID) {
 	for _, t := range c.tags {
-		k := claim{Tag: t.spec.Name, Node: c.self, Inc: c.cfg.Self.Incarnation, Seq: c.claimSeq, Active: t.active}
-		c.sendTo(peer, c.sysFrame(msgTagClaim, 0, k.encode()))
+		c.sendTo(peer, c.sysFrame(msgTagClaim, 0, c.ownClaim(t).encode()))
 		m := c.claims[t.spec.Name]
-		ids := make([]NodeID, 0, len(m))
-		for id := range m {
-			ids = append(ids, id)
-		}
-		slices.Sort(ids)
-		for _, id := range ids {
+		for _, id := range sortedKeys(m) {
 			c.sendTo(peer, c.sysFrame(msgTagClaim, 0, m[id].encode()))
 		}
 	}
@@ -165,8 +159,7 @@ func (c *Core) refreshTags() {
 	c.lastTagFlood = c.now
 	for _, l := range c.sortedLinks() {
 		for _, t := range c.tags {
-			k := claim{Tag: t.spec.Name, Node: c.self, Inc: c.cfg.Self.Incarnation, Seq: c.claimSeq, Active: t.active}
-			c.sendTo(l, c.sysFrame(msgTagClaim, 0, k.encode()))
+			c.sendTo(l, c.sysFrame(msgTagClaim, 0, c.ownClaim(t).encode()))
 		}
 		for _, name := range c.sortedOverrides() {
 			c.sendTo(l, c.sysFrame(wire.MsgTagOverride, 0, c.overrides[name].encode()))
@@ -198,8 +191,8 @@ func (c *Core) FenceMargin() time.Duration {
 	if c.cfg.WANOnly {
 		t = c.cfg.WAN
 	}
-	for _, id := range c.sortedIDs() {
-		if c.lsdb[id].Meta.Region != c.cfg.Self.Region {
+	for _, a := range c.lsdb {
+		if a.Meta.Region != c.cfg.Self.Region {
 			t = c.cfg.WAN
 			break
 		}
@@ -207,6 +200,7 @@ func (c *Core) FenceMargin() time.Duration {
 	for _, l := range c.links {
 		if l.meta.Region != c.cfg.Self.Region {
 			t = c.cfg.WAN // its LSA may not have arrived yet
+			break
 		}
 	}
 	return t.PingInterval + c.cfg.LAN.PingInterval
@@ -229,8 +223,9 @@ func (c *Core) mayActivate(t *tagState) bool {
 	// just before it was cut off, its claim never reaching this side (a
 	// node out of TopologyGrace, say): wait the margin whatever claim is
 	// known.
-	for _, id := range c.sortedIDs() {
-		if lost, ok := c.lost[id]; ok && !lost.closed && c.now.Sub(lost.at) < c.FenceMargin() && slices.Contains(c.eligible(t), id) {
+	margin := c.FenceMargin()
+	for _, id := range c.eligible(t) {
+		if lost, ok := c.lost[id]; ok && !lost.closed && c.now.Sub(lost.at) < margin {
 			return false
 		}
 	}
@@ -257,7 +252,7 @@ func (c *Core) mayActivate(t *tagState) bool {
 		if lost.closed {
 			continue // its process is gone
 		}
-		if c.now.Sub(lost.at) < c.FenceMargin() {
+		if c.now.Sub(lost.at) < margin {
 			return false
 		}
 	}
@@ -362,8 +357,8 @@ func (c *Core) FenceLease() time.Duration {
 
 // pingEvery is l's ping interval: a link whose dead time exceeds the fence
 // lease pings four times per lease, so that a live one is never stale.
-func (c *Core) pingEvery(l *link) time.Duration {
-	if lease := c.FenceLease(); l.timers.DeadAfter > lease {
+func pingEvery(l *link, lease time.Duration) time.Duration {
+	if l.timers.DeadAfter > lease {
 		return min(l.timers.PingInterval, lease/4)
 	}
 	return l.timers.PingInterval
