@@ -1,9 +1,10 @@
 package geo
 
 import (
-	"strconv"
 	"sync"
 	"unsafe"
+
+	"github.com/anyedge/anyedge/edge/location"
 )
 
 // recAlloc hands out the memory of the records one merge keeps, in small
@@ -69,31 +70,11 @@ func (a *recAlloc) bytes(n int) []byte {
 // key is location.Binding.Key of a binding with these fields, built in
 // the string block.
 func (a *recAlloc) key(instance string, regID int, contact string) string {
-	n := 2 + len(contact)
-	if instance != "" {
-		n = 2 + len(instance)
-		if regID != 0 {
-			n += 1 + digits(regID)
-		}
-	}
-	b := a.bytes(n)[:0]
-	if instance == "" {
-		b = append(append(b, "c:"...), contact...)
-	} else {
-		b = append(append(b, "i:"...), instance...)
-		if regID != 0 {
-			b = strconv.AppendInt(append(b, ';'), int64(regID), 10)
-		}
-	}
+	var tmp [128]byte
+	k := location.AppendKey(tmp[:0], instance, regID, contact)
+	b := a.bytes(len(k))
+	copy(b, k)
 	return unsafe.String(unsafe.SliceData(b), len(b))
-}
-
-func digits(i int) int {
-	n := 1
-	for ; i >= 10; i /= 10 {
-		n++
-	}
-	return n
 }
 
 // claimSlice returns n claims of the claim block.

@@ -13,6 +13,7 @@ package location
 import (
 	"context"
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -47,35 +48,21 @@ type Binding struct {
 // the UA sent one, else the contact URI. A re-REGISTER with the same key
 // refreshes the binding instead of adding one.
 func (b *Binding) Key() string {
-	if b.InstanceID != "" {
-		if b.RegID != 0 {
-			return "i:" + b.InstanceID + ";" + itoa(b.RegID)
-		}
-		return "i:" + b.InstanceID
-	}
-	return "c:" + b.Contact
+	var buf [128]byte
+	return string(AppendKey(buf[:0], b.InstanceID, b.RegID, b.Contact))
 }
 
-func itoa(i int) string {
-	if i == 0 {
-		return "0"
+// AppendKey appends the Key of a binding with these fields to dst, for
+// callers that keep keys in memory of their own (geo's sync).
+func AppendKey(dst []byte, instance string, regID int, contact string) []byte {
+	if instance == "" {
+		return append(append(dst, "c:"...), contact...)
 	}
-	neg := i < 0
-	if neg {
-		i = -i
+	dst = append(append(dst, "i:"...), instance...)
+	if regID != 0 {
+		dst = strconv.AppendInt(append(dst, ';'), int64(regID), 10)
 	}
-	var b [20]byte
-	n := len(b)
-	for i > 0 {
-		n--
-		b[n] = byte('0' + i%10)
-		i /= 10
-	}
-	if neg {
-		n--
-		b[n] = '-'
-	}
-	return string(b[n:])
+	return dst
 }
 
 // Policy is what to do when an AoR is at its contact cap.
