@@ -37,11 +37,7 @@ func (d *Daemon) newGeo(hooks *edge.Hooks) error {
 		}
 	}
 	gn.Subscribe(svc.HandleEvent)
-	hooks.HomeAddr = func(id uint32) (string, bool) {
-		m, ok := gn.Meta(id)
-		return m.SIPAddr, ok && m.SIPAddr != ""
-	}
-	hooks.RelayPeer = func(src netip.Addr) bool { _, ok := gn.NodeBySIPHost(src); return ok }
+	relayHooks(hooks, gn)
 	d.geo = svc
 	return nil
 }

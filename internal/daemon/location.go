@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 
 	"github.com/redis/go-redis/v9"
@@ -39,52 +38,32 @@ func (d *Daemon) newRedisLocation(hooks *edge.Hooks) (*redisloc.Store, error) {
 		// a UA registered here that lands elsewhere gets 480.
 		log.Warn("db-driven location without cluster.sip_addr: other nodes cannot relay calls to the UAs registered here")
 	}
-	if v, ok := d.node.(nodeView); ok {
-		// Per relayed request: the cluster's lock-free view, not a listing
-		// of every node through its loop.
-		hooks.HomeAddr = func(id uint32) (string, bool) {
-			m, ok := v.Meta(id)
-			return m.SIPAddr, ok && m.SIPAddr != ""
-		}
-		hooks.RelayPeer = func(src netip.Addr) bool { _, ok := v.NodeBySIPHost(src); return ok }
-	} else {
-		hooks.HomeAddr = d.homeAddrByList
-		hooks.RelayPeer = d.isNodeSIPHost
+	v, ok := d.node.(nodeView)
+	if !ok {
+		return nil, fmt.Errorf("the cluster node (%T) cannot tell its nodes' SIP addresses", d.node)
 	}
+	relayHooks(hooks, v)
 	d.redisloc = s
 	return s, nil
 }
 
 // nodeView is the lock-free part of the cluster node that SIP asks per
-// request; *cluster.Node is one.
+// relayed request; *cluster.Node is one.
 type nodeView interface {
 	Meta(id uint32) (cluster.NodeMeta, bool)
 	NodeBySIPHost(a netip.Addr) (uint32, bool)
 }
 
-// homeAddrByList and isNodeSIPHost serve nodes without a nodeView (test
-// fakes): they list every node, O(nodes) per call.
-func (d *Daemon) homeAddrByList(id uint32) (string, bool) {
-	for _, v := range d.node.Nodes() {
-		if v.ID == id {
-			return v.SIPAddr, v.SIPAddr != ""
-		}
+// relayHooks points SIP's relays at a home node's SIP address and believes
+// relay marks from cluster nodes only, from the cluster's lock-free view
+// (not a listing of every node through its loop, per request). Both the
+// user-facing and the db-driven location use them.
+func relayHooks(hooks *edge.Hooks, v nodeView) {
+	hooks.HomeAddr = func(id uint32) (string, bool) {
+		m, ok := v.Meta(id)
+		return m.SIPAddr, ok && m.SIPAddr != ""
 	}
-	return "", false
-}
-
-// isNodeSIPHost reports whether src is the SIP address of a known node.
-func (d *Daemon) isNodeSIPHost(src netip.Addr) bool {
-	for _, v := range d.node.Nodes() {
-		host, _, err := net.SplitHostPort(v.SIPAddr)
-		if err != nil {
-			continue
-		}
-		if a, err := netip.ParseAddr(host); err == nil && a.Unmap() == src.Unmap() {
-			return true
-		}
-	}
-	return false
+	hooks.RelayPeer = func(src netip.Addr) bool { _, ok := v.NodeBySIPHost(src); return ok }
 }
 
 // locationUnready lists the location's readiness reasons: none unless the

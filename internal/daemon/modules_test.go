@@ -79,6 +79,14 @@ func (f *fakeClusterNode) Subscribe(func(cluster.Event)) {
 
 func (f *fakeClusterNode) Self() cluster.NodeMeta { return cluster.NodeMeta{ID: 7, Region: "test"} }
 
+// Meta and NodeBySIPHost: a cluster of this node alone, without a SIP
+// address.
+func (f *fakeClusterNode) Meta(id uint32) (cluster.NodeMeta, bool) {
+	return f.Self(), id == 7
+}
+
+func (f *fakeClusterNode) NodeBySIPHost(netip.Addr) (uint32, bool) { return 0, false }
+
 func (f *fakeClusterNode) Broadcast(string, cluster.MsgType, []byte) int { return 0 }
 
 func (f *fakeClusterNode) Caps() []cluster.CapView {
