@@ -241,30 +241,6 @@ func flushRedis(t *testing.T, rc *redistest.Cluster) {
 	}
 }
 
-// redisCommands sums total_commands_processed over the masters.
-func redisCommands(rc *redistest.Cluster) (int64, error) {
-	var total int64
-	for i := range rc.Nodes {
-		if role, err := rc.Info(i, "ROLE"); err != nil || !strings.HasPrefix(role, "master") {
-			continue
-		}
-		info, err := rc.Info(i, "INFO", "stats")
-		if err != nil {
-			return 0, err
-		}
-		for _, line := range strings.Split(info, "\n") {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "total_commands_processed:"); ok {
-				n, err := strconv.ParseInt(v, 10, 64)
-				if err != nil {
-					return 0, fmt.Errorf("INFO stats: %q: %w", line, err)
-				}
-				total += n
-			}
-		}
-	}
-	return total, nil
-}
-
 // redisRamp starts cfg's edged processes and steps the rate up until a
 // step has a failure.
 func (b *bench) redisRamp(ctx context.Context, rc *redistest.Cluster, cfg redisConfig, rates []int, run int) (rr redisRamp, err error) {
@@ -315,13 +291,13 @@ func (b *bench) redisRamp(ctx context.Context, rc *redistest.Cluster, cfg redisC
 	if _, err := b.redisStep(ctx, nodes, min(rates[0], 100), fmt.Sprintf("%s%dwarm", cfg.name, run), 2*time.Second); err != nil {
 		return rr, err
 	}
-	cmds0, err := redisCommands(rc)
+	cmds0, err := rc.SumInfo("stats", "total_commands_processed")
 	if err != nil {
 		return rr, err
 	}
 	ok := 0
 	defer func() {
-		if cmds1, err := redisCommands(rc); err == nil && cfg.db && ok > 0 {
+		if cmds1, err := rc.SumInfo("stats", "total_commands_processed"); err == nil && cfg.db && ok > 0 {
 			rr.RedisCmdsPerReg = float64(cmds1-cmds0) / float64(ok)
 		}
 	}()

@@ -444,7 +444,11 @@ func (c *Cluster) KeySlot(key string) (int, error) {
 }
 
 // MemoryUsed sums used_memory over the running masters.
-func (c *Cluster) MemoryUsed() (int64, error) {
+func (c *Cluster) MemoryUsed() (int64, error) { return c.SumInfo("memory", "used_memory") }
+
+// SumInfo sums an integer field of an INFO section over the running
+// masters.
+func (c *Cluster) SumInfo(section, field string) (int64, error) {
 	var total int64
 	for i := range c.Nodes {
 		if !c.Running(i) {
@@ -454,15 +458,15 @@ func (c *Cluster) MemoryUsed() (int64, error) {
 		if err == nil && !strings.HasPrefix(role, "master") {
 			continue
 		}
-		info, err := c.Info(i, "INFO", "memory")
+		info, err := c.Info(i, "INFO", section)
 		if err != nil {
 			return 0, err
 		}
 		for _, line := range strings.Split(info, "\n") {
-			if v, ok := strings.CutPrefix(strings.TrimSpace(line), "used_memory:"); ok {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), field+":"); ok {
 				n, err := strconv.ParseInt(v, 10, 64)
 				if err != nil {
-					return 0, err
+					return 0, fmt.Errorf("INFO %s: %q: %w", section, line, err)
 				}
 				total += n
 			}
