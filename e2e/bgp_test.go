@@ -492,6 +492,11 @@ func (b *bird) routes(prefix string) ([]birdRoute, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseBirdRoutes(out), nil
+}
+
+// parseBirdRoutes reads the paths of birdc's "show route [all]" output.
+func parseBirdRoutes(out string) []birdRoute {
 	var rs []birdRoute
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {
@@ -509,7 +514,7 @@ func (b *bird) routes(prefix string) ([]birdRoute, error) {
 			rs[len(rs)-1].attrs = append(rs[len(rs)-1].attrs, strings.TrimSpace(line))
 		}
 	}
-	return rs, nil
+	return rs
 }
 
 func onePathEach(rs []birdRoute, protos ...string) error {

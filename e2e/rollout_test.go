@@ -583,12 +583,8 @@ func watchRoutes(t *testing.T, l *lab.Lab, aors []string, since func() string) (
 // from one of the protocols named.
 func birdPaths(out string, protocols []string) int {
 	n := 0
-	for _, line := range strings.Split(out, "\n") {
-		_, rest, ok := strings.Cut(line, "unicast [")
-		if !ok {
-			continue
-		}
-		if proto, _, _ := strings.Cut(rest, " "); slices.Contains(protocols, proto) {
+	for _, r := range parseBirdRoutes(out) {
+		if slices.Contains(protocols, r.proto) {
 			n++
 		}
 	}
