@@ -350,16 +350,11 @@ func (e *Edge) GetStatus(path string, v any) error {
 
 // Metric reads an unlabelled series from the edge's /metrics.
 func (e *Edge) Metric(name string, v *int) error {
-	resp, err := e.http.Get("http://" + AdminAddr + "/metrics")
+	text, err := e.Metrics()
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(text, "\n") {
 		if f := strings.Fields(line); len(f) == 2 && f[0] == name {
 			var x float64
 			if _, err := fmt.Sscan(f[1], &x); err != nil {
