@@ -14,6 +14,9 @@ import (
 type dialogRoute struct {
 	fwd    *sip.Request // our copy, Routes popped
 	target proxy.Target
+	// byURI: no route of ours was on it; a trusted peer has us relay it
+	// along its Request-URI.
+	byURI bool
 }
 
 // routeInDialog preprocesses the routes of an in-dialog request (or an ACK)
@@ -31,7 +34,7 @@ func (s *Server) routeInDialog(r *request) (dialogRoute, bool) {
 		if !trusted {
 			return dialogRoute{}, false
 		}
-		return dialogRoute{fwd: fwd, target: proxy.Target{URI: fwd.Recipient, Socket: r.in.ps}}, true
+		return dialogRoute{fwd: fwd, target: proxy.Target{URI: fwd.Recipient, Socket: r.in.ps}, byURI: true}, true
 	}
 	last := popped[len(popped)-1]
 	params := last.UriParams
@@ -96,7 +99,14 @@ func (s *Server) handleInDialog(r *request) {
 // handleAck forwards an ACK that matched no transaction: the ACK of a 2xx,
 // end to end along the route set (RFC 3261 §16.11 stateless). An ACK for a
 // non-2xx is absorbed by the INVITE server transaction and never gets
-// here; a stray one with no route of ours is dropped.
+// here, unless that transaction is gone or on another node.
+//
+// Every dialog through us is record-routed, so a 2xx ACK carries our
+// Route. One without it, even from a trusted peer, is forwarded along its
+// Request-URI only when the dialog tracker knows the dialog as answered:
+// otherwise it is the hop-by-hop ACK of a failure (its transaction ended,
+// or lives on another node behind the same anycast address), which must
+// never travel on.
 func (s *Server) handleAck(r *request) {
 	if mf := r.req.MaxForwards(); mf != nil && mf.Val() == 0 {
 		return
@@ -104,13 +114,31 @@ func (s *Server) handleAck(r *request) {
 	r.loop = proxy.LoopHash(r.req)
 	dr, ok := s.routeInDialog(r)
 	s.done(r)
+	if ok && dr.byURI && !s.answered(r.req) {
+		ok = false
+	}
 	if !ok {
 		// Perhaps the ACK of a non-2xx answered by another node behind
 		// the same anycast address: that node's transaction absorbs it.
-		s.relayToAll(txAck, r.req)
+		if !s.relayToAll(txAck, r.req) {
+			s.m.denied.WithLabelValues("stray_ack").Inc()
+		}
 		return
 	}
 	if err := s.px.ForwardStateless(dr.fwd, dr.target, r.loop); err != nil {
 		s.log.Debug("ACK forward failed", "call_id", callID(r.req), "error", err)
 	}
+}
+
+// dialogConfirmer is a DialogTracker that knows which dialogs were
+// answered (edge/dialog's Service is one).
+type dialogConfirmer interface {
+	Confirmed(id DialogID) bool
+}
+
+// answered reports whether the tracker knows req's dialog as answered by
+// a 2xx. Without a tracker that can tell, it is false.
+func (s *Server) answered(req *sip.Request) bool {
+	c, ok := s.hooks.Dialogs.(dialogConfirmer)
+	return ok && c.Confirmed(DialogID{CallID: callID(req), FromTag: fromTag(req), ToTag: toTagOf(req)})
 }

@@ -98,7 +98,7 @@ func newMetrics(reg prometheus.Registerer, store location.Store) *metrics {
 		}),
 		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "anyedge_sip_relay_denied_total",
-			Help: "Requests refused because the sender may not relay there (403), by reason.",
+			Help: "Requests refused because the sender may not relay there (403), by reason; an ACK that may not travel on gets no response and is dropped (stray_ack) when no other node took it.",
 		}, []string{"reason"}),
 		failovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "anyedge_sip_upstream_failovers_total",

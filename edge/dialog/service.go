@@ -382,6 +382,16 @@ func (s *Service) Lookup(id DialogID) (Call, bool) {
 	return s.st.Lookup(id)
 }
 
+// Confirmed reports whether id names a dialog that was answered with a
+// 2xx (an ACK for it is end to end; an ACK for anything else is the
+// hop-by-hop ACK of a failure and must not be forwarded).
+func (s *Service) Confirmed(id DialogID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, l, _ := s.st.find(id)
+	return l != nil && !l.Confirmed.IsZero()
+}
+
 // Active is the number of active calls of user, own and the partners'.
 func (s *Service) Active(user string) int {
 	s.mu.Lock()
