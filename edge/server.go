@@ -337,7 +337,11 @@ func (s *Server) buildStack() error {
 	}
 	if *s.cfg.Keepalive.Enabled {
 		var src nat.Source = s.tracker
-		if r, ok := s.store.(nat.Ranger); ok {
+		if ss, ok := s.store.(nat.Source); ok {
+			// The store lists what this node keeps alive itself (geo:
+			// its own bindings and those of down homes it took over).
+			src = ss
+		} else if r, ok := s.store.(nat.Ranger); ok {
 			src = nat.RangeSource{R: r}
 		} else {
 			s.trackAoRs = true

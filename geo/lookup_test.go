@@ -9,6 +9,7 @@ import (
 
 	"github.com/anyedge/anyedge/cluster"
 	"github.com/anyedge/anyedge/cluster/wire"
+	"github.com/anyedge/anyedge/edge/location"
 )
 
 // fakeCluster is a Cluster whose view the test sets: who is up, synced,
@@ -75,7 +76,7 @@ func world(t *testing.T) (*Service, *fakeCluster) {
 
 // homeAt makes aor homed at home: its metadata and, when the home is in
 // eu, its binding (this node's region holds the replicas).
-func homeAt(t *testing.T, s *Service, aor string, home uint32, region, contact string) {
+func homeAt(t *testing.T, s *Service, aor string, home uint32, region, contact string, edit ...func(*location.Binding)) {
 	t.Helper()
 	m := mrec{home: home, region: region, ver: version{T: at(0), CSeq: 1, Node: home}, expires: at(time.Hour)}
 	var w wire.Writer
@@ -84,6 +85,9 @@ func homeAt(t *testing.T, s *Service, aor string, home uint32, region, contact s
 	if region == "eu" || home == s.self {
 		b := testBinding(home, contact, 0, 1, time.Hour)
 		b.AoR = aor
+		for _, e := range edit {
+			e(b)
+		}
 		r := liveRec(b)
 		var wb wire.Writer
 		encodeBind(&wb, aor, &r)
@@ -178,8 +182,12 @@ func TestTagOwnerFallback(t *testing.T) {
 	if bs, _ := s.LookupLocal(context.Background(), aor); len(bs) != 1 || bs[0].Home != 1 || bs[0].Contact != "sip:a@h" {
 		t.Fatalf("LookupLocal at the owner: %+v, want the replica", bs)
 	}
-	if bs, _ := s.Bindings(context.Background()); len(bs) != 1 || bs[0].Home != 1 {
-		t.Fatalf("Bindings (keepalive source) at the owner: %+v", bs)
+	if bs, _ := s.Bindings(context.Background()); len(bs) != 0 {
+		t.Fatalf("Bindings (keepalive source) listed a binding that is not NATed: %+v", bs)
+	}
+	homeAt(t, s, "sip:nated@example.com", 2, "eu", "sip:n@h", func(b *location.Binding) { b.NATed = true })
+	if bs, _ := s.Bindings(context.Background()); len(bs) != 1 || bs[0].Home != 1 || bs[0].Contact != "sip:n@h" || !bs[0].NATed {
+		t.Fatalf("Bindings (keepalive source) at the owner: %+v, want home 2's NATed replica (NATed kept through the wire)", bs)
 	}
 
 	// The home is back but still syncing: not serving yet.

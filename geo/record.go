@@ -68,6 +68,7 @@ type brec struct {
 	// whatever order the nodes learn of the moves.
 	cver    version
 	dead    bool
+	nated   bool  // the live binding is NATed: the keepalive pinger's
 	horizon int64 // unix ns: keep the record (as a tombstone) until then
 	exp     int64 // the binding's expiry (unix ns)
 	// enc is the live binding in its wire form (encodeBody): one string
@@ -198,7 +199,7 @@ func liveRec(b *location.Binding) brec {
 	encodeBody(&w, b)
 	exp := nanos(b.Expires)
 	return brec{
-		home: b.Home, key: b.Key(), ch: claimHash(b),
+		home: b.Home, key: b.Key(), ch: claimHash(b), nated: b.NATed,
 		ver: v, cver: v, horizon: exp, exp: exp,
 		// The buffer is never written again: it becomes the string, as
 		// strings.Builder does, without a copy.
@@ -416,6 +417,7 @@ func (a *recAlloc) decode(s string) (decoded, error) {
 		x.cver = x.ver
 		x.key = a.key(b.InstanceID, b.RegID, b.Contact)
 		x.ch = claimHash(&b)
+		x.nated = b.NATed
 		x.exp = nanos(b.Expires)
 		x.horizon = max(x.horizon, x.exp)
 	case recMeta:

@@ -347,9 +347,11 @@ func (s *Service) Remove(ctx context.Context, aor, key string) error {
 // count them.
 func (s *Service) Len() int { return int(s.st.home.Load()) }
 
-// Bindings returns every binding this node delivers to: those homed here
-// and those it serves for down homes whose tag it owns (Home = this node).
-// It is the NAT keepalive pinger's source.
+// Bindings returns every NATed binding this node delivers to: those homed
+// here and those it serves for down homes whose tag it owns (Home = this
+// node). It is the NAT keepalive pinger's source (a nat.Source), which
+// pings NATed contacts only; it lists them once a second, so the others
+// are not even decoded.
 func (s *Service) Bindings(ctx context.Context) ([]location.Binding, error) {
 	var out []location.Binding
 	now := s.now()
@@ -362,7 +364,7 @@ func (s *Service) Bindings(ctx context.Context) ([]location.Binding, error) {
 		for _, st := range sh.aors {
 			for j := range st.binds {
 				r := &st.binds[j]
-				if !s.st.usable(st, r, now) {
+				if !r.nated || !s.st.usable(st, r, now) {
 					continue
 				}
 				if r.home == s.self || s.servesFor(r.home, s.homeRegion(st, r.home)) {

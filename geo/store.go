@@ -222,7 +222,7 @@ func (s *store) delMeta(sh *shard, st *aorState, i int) {
 // kill turns a live binding record into a tombstone.
 func kill(r brec) brec {
 	r.horizon = max(r.horizon, r.exp)
-	r.dead, r.enc = true, ""
+	r.dead, r.enc, r.nated = true, "", false
 	return r
 }
 
