@@ -69,6 +69,14 @@ bench-redis:
 # its own SIPp, in one invocation (needs sipp and redis-server: make deps).
 # About 15 minutes with three runs. REDIS_SIP_FLAGS passes flags, e.g.
 # REDIS_SIP_FLAGS='-runs 1 -step 5s'.
+# Issue 4's replication figures under SIPp (docs/BENCHMARKS.md, "Geo"):
+# REGISTER/s of a home replicating to its partner against the same node
+# alone and without geo, and the replication lag at half that rate. The
+# home is pinned to CPU 0, its partner and SIPp to CPU 1. About 15 minutes.
+.PHONY: bench-geo-sip
+bench-geo-sip: build
+	ANYEDGE_BENCH_GEO_SIP=1 go test -count=1 -run '^TestGeoSIPBench$$' -v -timeout 90m ./bench/sipbench -args -edged $(CURDIR)/bin/edged $(GEO_SIP_FLAGS)
+
 .PHONY: bench-redis-sip
 bench-redis-sip: build
 	ANYEDGE_REQUIRE_REDIS=1 ANYEDGE_BENCH_REDIS_SIP=1 go test -count=1 -run '^TestRedisSIPBench$$' -v -timeout 90m ./bench/sipbench -args -edged $(CURDIR)/bin/edged $(REDIS_SIP_FLAGS)

@@ -52,6 +52,9 @@ type bench struct {
 	log        io.Writer
 	seq        int
 	rttFreq    int // SIPp -rtt_freq with -trace_rtt (0: 1000)
+	// sippCPUs, when set, pins every SIPp to these CPUs (taskset -c), so
+	// that a server pinned elsewhere has its cores to itself.
+	sippCPUs string
 }
 
 func (b *bench) logf(format string, a ...any) {

@@ -191,6 +191,13 @@ type edgedOpts struct {
 	join []string
 	// location is a YAML location section ("" : the in-memory default).
 	location string
+	// extra is YAML appended to the config (geo).
+	extra string
+	// tags are cluster.tags entries, as YAML flow mappings.
+	tags []string
+	// cpus, when set, pins the process to these CPUs (taskset -c); the Go
+	// runtime sizes GOMAXPROCS to the affinity mask.
+	cpus string
 }
 
 func startEdged(ctx context.Context, o edgedOpts) (*edged, error) {
@@ -225,9 +232,12 @@ func startEdged(ctx context.Context, o edgedOpts) (*edged, error) {
 		}
 		seed = "join: [" + strings.Join(q, ", ") + "]"
 	}
-	if o.location != "" {
-		// db-driven: the other nodes relay to this one's SIP address.
+	if o.location != "" || o.extra != "" {
+		// db-driven or geo: the other nodes relay to this one's SIP address.
 		seed += fmt.Sprintf(", sip_addr: %q", e.sip)
+	}
+	if len(o.tags) > 0 {
+		seed += ", tags: [" + strings.Join(o.tags, ", ") + "]"
 	}
 	cfg := fmt.Sprintf(`log: {level: warn}
 admin: {listen: %q}
@@ -235,12 +245,16 @@ cluster: {node_id: %d, region: bench, listen: %q, %s, key: "0123456789abcdef0123
 sip:
   listeners: [{transport: udp, addr: %q}]
   domains: [example.com]
-%s%s`, e.admin, o.nodeID, e.cluster, seed, filepath.Join(o.dir, "state"), e.sip, ka, o.location)
+%s%s%s`, e.admin, o.nodeID, e.cluster, seed, filepath.Join(o.dir, "state"), e.sip, ka, o.location, o.extra)
 	path := filepath.Join(o.dir, "edged.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	p, err := startProc("edged", filepath.Join(o.dir, "edged.log"), o.bin, "-config", path)
+	argv := []string{o.bin, "-config", path}
+	if o.cpus != "" {
+		argv = append([]string{"taskset", "-c", o.cpus}, argv...)
+	}
+	p, err := startProc("edged", filepath.Join(o.dir, "edged.log"), argv...)
 	if err != nil {
 		return nil, err
 	}

@@ -96,7 +96,11 @@ func (b *bench) startSipp(ctx context.Context, spec sippSpec) (*sippProc, error)
 	// A process deadline on top of SIPp's own, in case it hangs; the
 	// context kills the process (by its PID) when it ends.
 	pctx, cancel := context.WithTimeout(ctx, timeout+15*time.Second)
-	cmd := exec.CommandContext(pctx, b.sipp, args...)
+	argv := append([]string{b.sipp}, args...)
+	if b.sippCPUs != "" {
+		argv = append([]string{"taskset", "-c", b.sippCPUs}, argv...)
+	}
+	cmd := exec.CommandContext(pctx, argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -1,0 +1,424 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// BenchGeoSIPEnv turns TestGeoSIPBench on (make bench-geo-sip).
+const BenchGeoSIPEnv = "ANYEDGE_BENCH_GEO_SIP"
+
+var (
+	gsConfigs = flag.String("geo-configs", "memory,geo-alone,geo-pair", "TestGeoSIPBench configurations: memory (one edged, in-memory location, no geo), geo-alone (one edged with geo, no partner: nothing to replicate to), geo-pair (the home and its HA partner: every binding replicated)")
+	gsRates   = flag.String("geo-rates", "500,1000,1500,2000,2500,3000,3500,4000,5000,6000,7000,8000,10000", "offered REGISTER/s at the home, stepped up until a step is not sustained")
+	gsCPUs    = flag.String("geo-cpus", "0:1", "HOME:OTHERS: the CPUs (taskset lists) of the measured home node, and of its partner and SIPp; empty: no pinning")
+	gsLag     = flag.Duration("geo-lag", 20*time.Second, "length of the replication-lag step (geo-pair, at half its highest sustained rate)")
+)
+
+// geoRamp is one configuration's ramp in one run, plus for geo-pair the
+// replication lag at half its highest rate.
+type geoRamp struct {
+	redisRamp
+	Lag *lagStep `json:"lag,omitempty"`
+}
+
+// lagStep is the partner's replication-lag histogram over one fixed-rate
+// step at the home.
+type lagStep struct {
+	Rate    int       `json:"rate"`
+	Step    redisStep `json:"step"`
+	Samples float64   `json:"samples"`
+	// Quantiles interpolated within the histogram's buckets (powers of 2
+	// from 50 µs), as PromQL's histogram_quantile does.
+	P50, P90, P99 time.Duration
+	// Within5ms is the share of samples in buckets wholly under 5 ms
+	// (le ≤ 3.2 ms): a lower bound of the share under 5 ms.
+	Within3200us float64 `json:"share_le_3_2ms"`
+	Within6400us float64 `json:"share_le_6_4ms"`
+	Max          string  `json:"max_bucket"` // the highest non-empty bucket's bound
+}
+
+// TestGeoSIPBench measures issue 4's replication figures with real edged
+// processes and SIPp on loopback: the highest sustained REGISTER/s of a
+// node replicating every binding to its HA partner, next to the same node
+// with nothing to replicate to and to a node without geo, in one
+// invocation, and the replication lag (send → merge on the partner, from
+// the partner's anyedge_geo_replication_lag_seconds) at half the pair's
+// highest rate.
+//
+// The issue's figure is about one node, so the measured home is pinned to
+// its own CPUs (-geo-cpus, default CPU 0) and its partner and the SIPp
+// clients to the others: on this 2-core machine that makes the home a
+// one-core node whose partner runs elsewhere, as on a real pair of
+// servers. The home's CPU per REGISTER is reported too.
+func TestGeoSIPBench(t *testing.T) {
+	if os.Getenv(BenchGeoSIPEnv) == "" {
+		t.Skipf("a benchmark of several minutes: set %s=1 (make bench-geo-sip)", BenchGeoSIPEnv)
+	}
+	var rates []int
+	for _, f := range strings.Split(*gsRates, ",") {
+		r, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || r < 10 || r > 50000 {
+			t.Fatalf("-geo-rates: %q is not a rate in 10..50000", f)
+		}
+		rates = append(rates, r)
+	}
+	if !slices.IsSorted(rates) {
+		t.Fatalf("-geo-rates must go up: %v", rates)
+	}
+	configs := strings.Split(*gsConfigs, ",")
+	for _, c := range configs {
+		if !slices.Contains([]string{"memory", "geo-alone", "geo-pair"}, c) {
+			t.Fatalf("-geo-configs: unknown configuration %q (memory, geo-alone, geo-pair)", c)
+		}
+	}
+	homeCPUs, otherCPUs, pinned := strings.Cut(*gsCPUs, ":")
+	if *gsCPUs != "" && (!pinned || homeCPUs == "" || otherCPUs == "") {
+		t.Fatalf("-geo-cpus: want HOME:OTHERS (e.g. 0:1), got %q", *gsCPUs)
+	}
+	if pinned && runtime.NumCPU() < 2 {
+		t.Fatalf("-geo-cpus needs 2 CPUs or more; pass -geo-cpus '' on this machine")
+	}
+	if *rsRuns < 1 || *rsRuns > 10 || *rsStep < time.Second || *rsStep > 5*time.Minute || *gsLag < time.Second {
+		t.Fatalf("-runs 1..10, -step 1s..5m, -geo-lag ≥ 1s")
+	}
+	b := redisBench(t)
+	b.sippCPUs = otherCPUs
+	b.logf("machine: %s; home CPUs %q, partner and SIPp CPUs %q", machine(), homeCPUs, otherCPUs)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
+	defer cancel()
+	var ramps []geoRamp
+	for run := range *rsRuns {
+		order := slices.Clone(configs)
+		for range run % len(order) {
+			order = append(order[1:], order[0])
+		}
+		for _, cfg := range order {
+			gr, err := b.geoRamp(ctx, cfg, rates, run, homeCPUs, otherCPUs)
+			if err != nil {
+				t.Errorf("run %d %s: %v", run+1, cfg, err)
+				gr.Error = err.Error()
+			}
+			if len(gr.Steps) > 0 {
+				ramps = append(ramps, gr)
+			}
+			b.logf("run %d %s: highest sustained %d REGISTER/s", run+1, cfg, gr.Max)
+		}
+	}
+	j, err := json.MarshalIndent(map[string]any{
+		"machine": machine(), "versions": versions(b), "step": rsStep.String(), "rates": rates, "cpus": *gsCPUs, "ramps": ramps,
+	}, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(b.out, "geo-results.json"), j, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := geoSummary(configs, ramps)
+	if err := os.WriteFile(filepath.Join(b.out, "geo-summary.md"), []byte(sum), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Print(sum)
+	b.logf("results in %s", b.out)
+}
+
+// geoRamp starts cfg's edged processes and steps the home's rate up until
+// a step is not sustained; for geo-pair it then runs the lag step.
+func (b *bench) geoRamp(ctx context.Context, cfg string, rates []int, run int, homeCPUs, otherCPUs string) (gr geoRamp, err error) {
+	gr.Config, gr.Run = cfg, run+1
+	gr.Nodes = 1
+	geo := cfg != "memory"
+	if cfg == "geo-pair" {
+		gr.Nodes = 2
+	}
+	var nodes []*edged
+	defer func() {
+		for _, e := range nodes {
+			if err := e.saveMetrics(filepath.Join(e.dir, "metrics.txt")); err != nil {
+				b.logf("edged: /metrics: %v", err)
+			}
+			if err := e.Stop(); err != nil {
+				b.logf("edged: stop: %v", err)
+			}
+		}
+	}()
+	for i := range gr.Nodes {
+		dir, err := b.serverDir(fmt.Sprintf("edged-%s-n%d", cfg, i+1))
+		if err != nil {
+			return gr, err
+		}
+		o := edgedOpts{bin: b.edgedBin, dir: dir, keepalive: b.keepalive, nodeID: uint32(i + 1), cpus: homeCPUs}
+		if i > 0 {
+			o.join, o.cpus = []string{nodes[0].cluster}, otherCPUs
+		}
+		if geo {
+			// Both nodes are eligible for the region's HA tag: each is
+			// the other's partner.
+			o.extra, o.tags = "geo: {}\n", []string{"{name: home-bench, region: bench}"}
+		}
+		e, err := startEdged(ctx, o)
+		if err != nil {
+			return gr, err
+		}
+		nodes = append(nodes, e)
+	}
+	for _, e := range nodes {
+		if err := e.waitReady(ctx, gr.Nodes); err != nil {
+			return gr, err
+		}
+	}
+	home := nodes[:1] // SIPp registers at the home only
+	if _, err := b.redisStep(ctx, home, min(rates[0], 100), fmt.Sprintf("%s%dwarm", cfg, run), 2*time.Second); err != nil {
+		return gr, err
+	}
+	for i, rate := range rates {
+		st, err := b.redisStep(ctx, home, rate, fmt.Sprintf("%s%dr%d", cfg, run, i), b.stepDur)
+		if err != nil {
+			return gr, err
+		}
+		gr.Steps = append(gr.Steps, st)
+		if st.ZeroFail {
+			gr.MaxZeroFail = rate
+		}
+		if !st.Sustained {
+			break
+		}
+		gr.Max, gr.AtMax = rate, &gr.Steps[len(gr.Steps)-1]
+	}
+	if cfg != "geo-pair" || gr.Max == 0 {
+		return gr, nil
+	}
+	// The lag at half the highest sustained rate, read from the partner.
+	partner := nodes[1]
+	before, err := partner.lagBuckets()
+	if err != nil {
+		return gr, err
+	}
+	half := gr.Max / 2
+	st, err := b.redisStep(ctx, home, half, fmt.Sprintf("%s%dlag", cfg, run), *gsLag)
+	if err != nil {
+		return gr, err
+	}
+	after, err := partner.lagBuckets()
+	if err != nil {
+		return gr, err
+	}
+	ls := lagFromBuckets(before, after)
+	ls.Rate, ls.Step = half, st
+	gr.Lag = &ls
+	b.logf("  lag at %d/s on the partner: %.0f samples, p50 %v, p90 %v, p99 %v, ≤3.2 ms %.2f%%, ≤6.4 ms %.2f%%, highest bucket %s",
+		half, ls.Samples, ls.P50, ls.P90, ls.P99, 100*ls.Within3200us, 100*ls.Within6400us, ls.Max)
+	return gr, nil
+}
+
+// bucket is one cumulative histogram bucket: count of samples ≤ le.
+type bucket struct {
+	le    float64
+	count float64
+}
+
+// lagBuckets reads the binding capability's replication-lag histogram.
+func (e *edged) lagBuckets() ([]bucket, error) {
+	resp, err := e.httpc.Get("http://" + e.admin + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("/metrics: %s", resp.Status)
+	}
+	const prefix = `anyedge_geo_replication_lag_seconds_bucket{cap="bind",le="`
+	var out []bucket
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), prefix)
+		if !ok {
+			continue
+		}
+		le, rest, ok := strings.Cut(line, `"} `)
+		if !ok {
+			return nil, fmt.Errorf("/metrics: %q", sc.Text())
+		}
+		b := bucket{le: math.Inf(1)}
+		if le != "+Inf" {
+			if b.le, err = strconv.ParseFloat(le, 64); err != nil {
+				return nil, fmt.Errorf("/metrics: %q: %w", sc.Text(), err)
+			}
+		}
+		if b.count, err = strconv.ParseFloat(strings.TrimSpace(rest), 64); err != nil {
+			return nil, fmt.Errorf("/metrics: %q: %w", sc.Text(), err)
+		}
+		out = append(out, b)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("/metrics: no anyedge_geo_replication_lag_seconds{cap=\"bind\"} (is geo on?)")
+	}
+	slices.SortFunc(out, func(a, b bucket) int { return cmpFloat(a.le, b.le) })
+	return out, nil
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// lagFromBuckets is the histogram of the samples between two readings.
+func lagFromBuckets(before, after []bucket) lagStep {
+	d := make([]bucket, len(after))
+	for i, a := range after {
+		d[i] = a
+		if i < len(before) && before[i].le == a.le {
+			d[i].count -= before[i].count
+		}
+	}
+	var ls lagStep
+	if len(d) == 0 {
+		return ls
+	}
+	total := d[len(d)-1].count
+	ls.Samples = total
+	if total <= 0 {
+		return ls
+	}
+	ls.P50, ls.P90, ls.P99 = bucketQuantile(d, 0.5), bucketQuantile(d, 0.9), bucketQuantile(d, 0.99)
+	for i, b := range d {
+		if b.le <= 3.2e-3+1e-9 {
+			ls.Within3200us = b.count / total
+		}
+		if b.le <= 6.4e-3+1e-9 {
+			ls.Within6400us = b.count / total
+		}
+		if (i == 0 && b.count > 0) || (i > 0 && b.count > d[i-1].count) {
+			ls.Max = strconv.FormatFloat(b.le, 'g', 4, 64)
+		}
+	}
+	return ls
+}
+
+// bucketQuantile interpolates the q-quantile linearly within its bucket.
+func bucketQuantile(d []bucket, q float64) time.Duration {
+	total := d[len(d)-1].count
+	rank := q * total
+	lo, prev := 0.0, 0.0
+	for _, b := range d {
+		if b.count >= rank {
+			if math.IsInf(b.le, 1) {
+				return time.Duration(lo * float64(time.Second))
+			}
+			frac := 1.0
+			if b.count > prev {
+				frac = (rank - prev) / (b.count - prev)
+			}
+			return time.Duration((lo + (b.le-lo)*frac) * float64(time.Second))
+		}
+		lo, prev = b.le, b.count
+	}
+	return 0
+}
+
+// geoSummary is the Markdown table: per configuration, the median over
+// runs of the highest sustained rate, its ratio to the geo-alone and
+// memory medians, and the lag figures.
+func geoSummary(configs []string, ramps []geoRamp) string {
+	med := map[string]int{}
+	var sb strings.Builder
+	sb.WriteString("| configuration | highest sustained REGISTER/s at the home (runs; median) | home CPU per REGISTER there (runs) | avg response there (runs) | load average there (runs) | the next step (runs) |\n|---|---|---|---|---|---|\n")
+	for _, c := range configs {
+		var maxes []int
+		var cpu, avg, load, next []string
+		for _, r := range ramps {
+			if r.Config != c {
+				continue
+			}
+			maxes = append(maxes, r.Max)
+			if r.AtMax != nil {
+				cpu = append(cpu, r.AtMax.CPUPerOp)
+				avg = append(avg, fmt.Sprintf("%.1f ms", r.AtMax.AvgMs))
+				load = append(load, strings.Fields(r.AtMax.Load + " ?")[0])
+			} else {
+				cpu, avg, load = append(cpu, "–"), append(avg, "–"), append(load, "–")
+			}
+			if i := slices.IndexFunc(r.Steps, func(s redisStep) bool { return !s.Sustained }); i >= 0 {
+				next = append(next, fmt.Sprintf("%d/s: %s", r.Steps[i].Rate, r.Steps[i].Why))
+			} else {
+				next = append(next, "none (top of the ladder)")
+			}
+		}
+		if len(maxes) == 0 {
+			continue
+		}
+		s := slices.Clone(maxes)
+		slices.Sort(s)
+		med[c] = s[len(s)/2]
+		fmt.Fprintf(&sb, "| %s | %s; **%d** | %s | %s | %s | %s |\n", c, joinInts(maxes), med[c],
+			strings.Join(cpu, ", "), strings.Join(avg, ", "), strings.Join(load, ", "), strings.Join(next, "; "))
+	}
+	if p := med["geo-pair"]; p > 0 {
+		for _, base := range []string{"geo-alone", "memory"} {
+			if m := med[base]; m > 0 {
+				fmt.Fprintf(&sb, "\ngeo-pair / %s (medians): **%.2f**\n", base, float64(p)/float64(m))
+			}
+		}
+	}
+	var lags []string
+	for _, r := range ramps {
+		if r.Lag != nil {
+			l := r.Lag
+			lags = append(lags, fmt.Sprintf("| %d | %d/s | %.0f | %v | %v | **%v** | %.2f%% | %.2f%% | %s |", r.Run, l.Rate, l.Samples,
+				l.P50.Round(time.Microsecond), l.P90.Round(time.Microsecond), l.P99.Round(time.Microsecond), 100*l.Within3200us, 100*l.Within6400us, l.Max))
+		}
+	}
+	if len(lags) > 0 {
+		sb.WriteString("\n| run | lag step (half the pair's highest) | samples | p50 | p90 | p99 | ≤ 3.2 ms | ≤ 6.4 ms | highest bucket (s) |\n|---|---|---|---|---|---|---|---|---|\n")
+		sb.WriteString(strings.Join(lags, "\n") + "\n")
+	}
+	return sb.String()
+}
+
+func TestLagFromBuckets(t *testing.T) {
+	before := []bucket{{1e-3, 10}, {2e-3, 10}, {4e-3, 10}, {math.Inf(1), 10}}
+	// 100 new samples: 50 ≤ 1 ms, 40 in (1, 2] ms, 9 in (2, 4] ms, 1 above.
+	after := []bucket{{1e-3, 60}, {2e-3, 100}, {4e-3, 109}, {math.Inf(1), 110}}
+	ls := lagFromBuckets(before, after)
+	if ls.Samples != 100 {
+		t.Fatalf("samples %v, want 100", ls.Samples)
+	}
+	if ls.P50 != time.Millisecond {
+		t.Errorf("p50 %v, want 1ms (the 50th sample is the top of the first bucket)", ls.P50)
+	}
+	if ls.P90 != 2*time.Millisecond {
+		t.Errorf("p90 %v, want 2ms", ls.P90)
+	}
+	if ls.P99 != 4*time.Millisecond {
+		t.Errorf("p99 %v, want 4ms (the 99th sample is the last of the (2, 4] ms bucket)", ls.P99)
+	}
+	if ls.Within3200us != 0.9 {
+		t.Errorf("share ≤ 3.2 ms %v, want 0.9 (buckets wholly under it: ≤ 2 ms)", ls.Within3200us)
+	}
+	if ls.Max != "+Inf" {
+		t.Errorf("highest bucket %q, want +Inf", ls.Max)
+	}
+}
