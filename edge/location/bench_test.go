@@ -3,7 +3,11 @@ package location
 import (
 	"context"
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -125,6 +129,72 @@ func BenchmarkMemoryPerBinding(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "bytes/binding")
+		runtime.KeepAlive(m)
+	}
+}
+
+// sipbenchShaped is the REGISTER of user i of bench/sipbench's memory
+// test as edged saves it: SIPp's reg_unique scenario from one of four
+// processes on 127.0.0.1, no instance, not NATed.
+func sipbenchShaped(i int, now time.Time) *SaveRequest {
+	port := 5061 + i%4
+	return &SaveRequest{
+		AoR: fmt.Sprintf("sip:m%du%d@example.com", i%4, i), CallID: fmt.Sprintf("%d-%d@127.0.0.1", i, 100000+i%4), CSeq: 1, Now: now,
+		MaxContacts: 10, Policy: PolicyReplaceOldest,
+		Contacts: []Binding{{
+			Contact: fmt.Sprintf("sip:m%du%d@127.0.0.1:%d", i%4, i, port), Q: 1000, Expires: now.Add(time.Hour),
+			Received: fmt.Sprintf("127.0.0.1:%d", port), Transport: "udp", Socket: "udp:127.0.0.1:5060",
+			UserAgent: "SIPp/v3.7.3",
+		}},
+	}
+}
+
+// rssBytes is the process's resident set (Linux; 0 elsewhere).
+func rssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, _ := strconv.ParseInt(f[1], 10, 64)
+	return pages * int64(os.Getpagesize())
+}
+
+// BenchmarkRSSPerBinding stores 1,000,000 bindings shaped like sipbench's
+// and reports the growth per binding of the resident set after a GC
+// (rss-B/binding: what the process keeps without help), after returning
+// free heap pages to the OS (rss-freed-B/binding), of the live Go heap
+// (heap-B/binding), and of the store's own accounting (arena-B/binding).
+// Run it alone (-run '^$' -bench RSSPerBinding -benchtime 1x): the RSS is
+// the whole process's.
+func BenchmarkRSSPerBinding(b *testing.B) {
+	const n = 1_000_000
+	for b.Loop() {
+		runtime.GC()
+		debug.FreeOSMemory()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		rss0 := rssBytes()
+		m := NewMemory()
+		now := time.Now()
+		ctx := context.Background()
+		for i := range n {
+			if _, err := m.Save(ctx, sipbenchShaped(i, now)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		rss1 := rssBytes()
+		debug.FreeOSMemory()
+		rss2 := rssBytes()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(rss1-rss0)/n, "rss-B/binding")
+		b.ReportMetric(float64(rss2-rss0)/n, "rss-freed-B/binding")
+		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n, "heap-B/binding")
+		b.ReportMetric(float64(arenaBytes(m))/n, "arena-B/binding")
 		runtime.KeepAlive(m)
 	}
 }

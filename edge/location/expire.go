@@ -44,35 +44,60 @@ func (m *Memory) expireShard(sh *shard, now int64) int {
 	for len(sh.heap) > 0 && sh.heap[0].at <= now {
 		top := sh.heap.pop()
 		m.stats.visited.Add(1)
-		e := sh.aors[top.aor]
-		if e == nil || e.sched != top.at {
-			continue // stale: the AoR is gone or has a newer live entry
+		if int(top.slot) >= len(sh.slots) || sh.slots[top.slot] == 0 {
+			continue // stale: the AoR is gone
 		}
-		keep := e.recs[:0]
-		var gone []rec
-		for _, r := range e.recs {
-			if r.expires <= now {
-				gone = append(gone, r)
-			} else {
-				keep = append(keep, r)
+		b := sh.blob(top.slot)
+		if blobSched(b) != top.at {
+			continue // stale: the AoR has a newer live entry
+		}
+		due := 0
+		off := firstRec(b)
+		for range blobCount(b) {
+			if recExpires(b, off) <= now {
+				due++
 			}
+			off += recSize(b, off)
 		}
-		clear(e.recs[len(keep):]) // drop references to reaped records
-		e.recs = keep
-		e.sched = 0 // its entry was just popped
-		m.reschedule(sh, e)
-		if len(gone) == 0 {
-			continue // fired early after a refresh: rescheduled, nothing due
+		if due == 0 {
+			// Fired early after a refresh: its entry was just popped,
+			// reschedule without rewriting the blob.
+			clear(b[hSched : hSched+8])
+			m.reschedule(sh, top.slot, b)
+			continue
 		}
-		removed += len(gone)
-		m.n.Add(-int64(len(gone)))
-		m.stats.expired.Add(uint64(len(gone)))
+		snap := string(b)
+		aor := blobAoR(snap)
+		isDue := func(off int) bool { return recExpires(snap, off) <= now }
+		payload := sh.scratch[:0]
+		off = firstRec(snap)
+		for range blobCount(snap) {
+			size := recSize(snap, off)
+			if !isDue(off) {
+				payload = append(payload, snap[off:off+size]...)
+			}
+			off += size
+		}
+		_, h := m.locate(aor)
+		err := m.put(sh, top.slot, h, aor, 0, blobCount(snap)-due, payload)
+		sh.keepScratch(payload)
+		if err != nil {
+			// Only a failed mmap gets here: keep the AoR as it is and
+			// retry on the next tick (Lookup hides what expired).
+			m.log.Error("location: reaping", "aor", aor, "err", err)
+			clear(b[hSched : hSched+8])
+			m.reschedule(sh, top.slot, b)
+			continue
+		}
+		removed += due
+		m.n.Add(-int64(due))
+		m.stats.expired.Add(uint64(due))
 		if m.onExpire != nil {
-			for i := range gone {
-				m.onExpire(gone[i].decode(e.aor, &m.intern))
+			for _, bd := range decodeAll(snap, aor, &m.intern, isDue) {
+				m.onExpire(bd)
 			}
 		}
-		m.changed(e.aor, e.recs)
+		m.changed(aor, snap, func(off int) bool { return !isDue(off) })
 	}
 	return removed
 }

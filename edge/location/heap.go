@@ -4,8 +4,9 @@ package location
 // earliest binding expires, so the reaper touches only what is due instead
 // of scanning every binding on each tick.
 //
-// It holds at most one live entry per AoR: aorEntry.sched records the time
-// of that entry. Entries are never removed out of order (that would need
+// It holds at most one live entry per AoR: the sched field of the AoR's
+// blob records the time of that entry, and the entry names the AoR by its
+// slot, which stays the same while the blob is rewritten. Entries are never removed out of order (that would need
 // an index per AoR); instead an entry whose time no longer equals its AoR's
 // sched, or whose AoR is gone, is stale and skipped when popped (lazy
 // deletion). A refresh that pushes the earliest expiry later keeps the
@@ -15,8 +16,8 @@ package location
 type expiryHeap []expiryEntry
 
 type expiryEntry struct {
-	at  int64  // unix nanoseconds
-	aor string // shares its bytes with the map key
+	at   int64  // unix nanoseconds
+	slot uint32 // in the shard's slots
 }
 
 func (h *expiryHeap) push(e expiryEntry) {
@@ -29,7 +30,6 @@ func (h *expiryHeap) pop() expiryEntry {
 	n := len(old) - 1
 	top := old[0]
 	old[0] = old[n]
-	old[n] = expiryEntry{} // release the AoR string
 	*h = old[:n]
 	if n > 0 {
 		h.down(0)

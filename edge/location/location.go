@@ -8,6 +8,18 @@
 // node) and the DB-driven store (Redis Cluster). The registrar's RFC 3261
 // §10.3 rules live in Apply, a pure function every backend runs inside its
 // own atomic section, so all backends behave the same.
+//
+// Memory keeps its bindings off the Go heap. As Go objects a million
+// bindings cost over twice their size in RSS (the collector lets the heap
+// grow to twice what it marked live, and the scavenger returns freed pages
+// slowly: 738 B per binding measured against a 315 B live heap). So each
+// AoR, with all its bindings, is one blob in an arena of anonymous mmap'd
+// memory with its own size-class allocator, as Kamailio keeps usrloc in its
+// shared-memory allocator; the Go heap holds only small pointer-free
+// indexes, about 40 B per AoR. Freed blocks are reused, never returned to
+// the OS, so the arena stays at its high-water mark (MemoryStats.ArenaBytes).
+// Everything handed out (Lookup, Range, hooks) is copied out of the arena
+// first: arena bytes are reused, so nothing may alias them.
 package location
 
 import (

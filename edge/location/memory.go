@@ -2,9 +2,11 @@ package location
 
 import (
 	"context"
+	"encoding/binary"
 	"hash/maphash"
 	"io"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -22,7 +24,9 @@ const numShards = 256
 const DefaultResolution = time.Second
 
 // Memory is the single-node Store: bindings in RAM, sharded by AoR hash,
-// with a per-shard expiry heap. See rec for how a binding is packed.
+// with a per-shard expiry heap. Each AoR is one blob (see record.go) in the
+// shard's off-heap arena; the Go heap holds only the shard's index, slot
+// table and heap, all pointer-free.
 //
 // Hooks (OnChange, OnExpire) run inside the AoR's shard lock, in the order
 // the changes were made, so a replication layer sees each AoR's history in
@@ -42,22 +46,17 @@ type Memory struct {
 	log        *slog.Logger
 }
 
+// shard is a lock with the AoRs under it. An AoR has a slot for as long as
+// it has bindings: slots[slot] is its blob (0: the slot is free), and the
+// slot number, unlike the blob, never moves, so heap entries name it.
 type shard struct {
-	mu   sync.Mutex
-	aors map[string]*aorEntry
-	heap expiryHeap
-	_    [24]byte // keep shards on separate cache lines
-}
-
-// aorEntry is one AoR's bindings plus the time of its live heap entry
-// (0: none). See expiryHeap for the invariant. The map holds pointers so an
-// update never reassigns the key: Go overwrites a string key on assignment,
-// which would pin the caller's buffer (often a whole SIP message) or keep a
-// second copy of the AoR alive in the heap entry.
-type aorEntry struct {
-	aor   string // the map key, shared with heap entries
-	recs  []rec
-	sched int64
+	mu        sync.Mutex
+	idx       index
+	slots     []ref // slot → blob; slots[0] unused
+	freeSlots []uint32
+	heap      expiryHeap
+	ar        *arena // separate object: the Memory's cleanup unmaps it
+	scratch   []byte // records being built, reused under mu
 }
 
 type memStats struct {
@@ -72,6 +71,15 @@ type MemoryStats struct {
 	HeapEntries int    // live and stale expiry entries (O(shards) to count)
 	Visited     uint64 // heap entries the reaper popped, ever
 	Expired     uint64 // bindings removed because they expired, ever
+	// ArenaBytes is the off-heap memory carved for blobs: in use plus the
+	// free lists. It does not shrink (freed blocks are reused, not
+	// returned to the OS), so it is the arena's high-water mark in RSS.
+	ArenaBytes int64
+	// ArenaInUse is the part of ArenaBytes in live blobs.
+	ArenaInUse int64
+	// LargeBytes is blobs too large for the arena's classes (kilobytes of
+	// Path), kept on the Go heap instead.
+	LargeBytes int64
 }
 
 // Option configures a Memory.
@@ -98,7 +106,8 @@ func OnChange(fn func(aor string, bindings []Binding)) Option {
 	return func(m *Memory) { m.onChange = fn }
 }
 
-// NewMemory returns an empty in-memory store.
+// NewMemory returns an empty in-memory store. Its arena is unmapped when
+// the Memory is garbage collected.
 func NewMemory(opts ...Option) *Memory {
 	m := &Memory{
 		seed:       maphash.MakeSeed(),
@@ -112,16 +121,113 @@ func NewMemory(opts ...Option) *Memory {
 	if m.resolution <= 0 {
 		m.resolution = DefaultResolution
 	}
+	arenas := make([]*arena, numShards)
 	for i := range m.shards {
-		m.shards[i].aors = make(map[string]*aorEntry)
+		arenas[i] = new(arena)
+		m.shards[i].ar = arenas[i]
+		m.shards[i].slots = make([]ref, 1)
 	}
+	runtime.AddCleanup(m, func(as []*arena) {
+		for _, a := range as {
+			a.unmap()
+		}
+	}, arenas)
 	return m
 }
 
 var _ Store = (*Memory)(nil)
 
-func (m *Memory) shard(aor string) *shard {
-	return &m.shards[maphash.String(m.seed, aor)%numShards]
+// locate hashes aor to its shard and the hash the shard's index keeps.
+func (m *Memory) locate(aor string) (*shard, uint32) {
+	h := maphash.String(m.seed, aor)
+	return &m.shards[h%numShards], uint32(h >> 32)
+}
+
+// find returns the slot of aor (0: not stored).
+func (sh *shard) find(h uint32, aor string) uint32 {
+	x := &sh.idx
+	if len(x.ents) == 0 {
+		return 0
+	}
+	mask := uint32(len(x.ents) - 1)
+	for i := h & mask; ; i = (i + 1) & mask {
+		e := x.ents[i]
+		if e.slot == 0 {
+			return 0
+		}
+		if e.h == h && string(blobAoR(sh.blob(e.slot))) == aor {
+			return e.slot
+		}
+	}
+}
+
+// blob is the arena bytes of a live slot's blob: valid under the lock,
+// until the slot changes.
+func (sh *shard) blob(slot uint32) []byte {
+	b := sh.ar.bytes(sh.slots[slot])
+	return b[:blobLen(b)]
+}
+
+// snapshot copies a live slot's blob into Go memory, for decoding.
+func (sh *shard) snapshot(slot uint32) string { return string(sh.blob(slot)) }
+
+// put replaces the blob of slot (0: a new AoR) with aor and count records
+// (payload), then keeps the heap invariant; sched is the time of the AoR's
+// live heap entry (0: none). count 0 deletes the AoR. On an error nothing
+// changed.
+func (m *Memory) put(sh *shard, slot, h uint32, aor string, sched int64, count int, payload []byte) error {
+	if count == 0 {
+		if slot != 0 {
+			sh.ar.release(sh.slots[slot])
+			sh.slots[slot] = 0
+			sh.freeSlots = append(sh.freeSlots, slot)
+			sh.idx.remove(h, slot)
+			m.aors.Add(-1)
+		}
+		return nil
+	}
+	if len(aor) > maxField {
+		return ErrInvalid
+	}
+	size := hdrSize + len(aor) + len(payload)
+	r, b, err := sh.ar.alloc(size)
+	if err != nil {
+		return err
+	}
+	if slot == 0 {
+		if k := len(sh.freeSlots); k > 0 {
+			slot = sh.freeSlots[k-1]
+			sh.freeSlots = sh.freeSlots[:k-1]
+		} else {
+			slot = uint32(len(sh.slots))
+			sh.slots = append(sh.slots, 0)
+		}
+		sh.idx.insert(h, slot)
+		m.aors.Add(1)
+	} else {
+		sh.ar.release(sh.slots[slot])
+	}
+	sh.slots[slot] = r
+	le := binary.LittleEndian
+	b[1] = 0
+	le.PutUint16(b[hAoRLen:], uint16(len(aor)))
+	le.PutUint32(b[hSlot:], slot)
+	le.PutUint64(b[hSched:], uint64(sched))
+	le.PutUint32(b[hCount:], uint32(count))
+	le.PutUint32(b[hLen:], uint32(size))
+	copy(b[hdrSize+copy(b[hdrSize:], aor):], payload)
+	m.reschedule(sh, slot, b[:size])
+	return nil
+}
+
+// keepScratch returns the shard's scratch buffer for reuse unless one
+// huge AoR made it large.
+func (sh *shard) keepScratch(b []byte) {
+	if cap(b) <= maxBlock {
+		sh.scratch = b[:0]
+	} else {
+		sh.scratch = nil
+	}
 }
 
 // Save implements Store. req.Now is the registrar's clock (the store's clock
@@ -138,74 +244,93 @@ func (m *Memory) Save(ctx context.Context, req *SaveRequest) (*SaveResult, error
 		r.Now = m.clock()
 		req = &r
 	}
-	sh := m.shard(req.AoR)
+	sh, h := m.locate(req.AoR)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 
-	e := sh.aors[req.AoR]
-	var stored []rec
-	if e != nil {
-		stored = e.recs
-	}
-	cur := make([]Binding, 0, len(stored))
-	for i := range stored {
-		cur = append(cur, stored[i].decode(req.AoR, &m.intern))
+	slot := sh.find(h, req.AoR)
+	var snap string
+	var cur []Binding
+	if slot != 0 {
+		snap = sh.snapshot(slot)
+		cur = decodeAll(snap, req.AoR, &m.intern, nil)
 	}
 	next, res, err := Apply(cur, req)
 	if err != nil {
 		return nil, err
 	}
-	recs := make([]rec, len(next))
+	payload := sh.scratch[:0]
 	for i := range next {
-		if recs[i], err = encode(&next[i], &m.intern); err != nil {
+		if payload, err = appendRec(payload, &next[i], &m.intern); err != nil {
+			sh.keepScratch(payload)
 			return nil, err
 		}
 	}
+	if slot == 0 && len(next) == 0 {
+		sh.keepScratch(payload)
+		return res, nil // nothing stored, nothing changed
+	}
+	var sched int64
+	if slot != 0 {
+		sched = blobSched(snap)
+	}
+	err = m.put(sh, slot, h, req.AoR, sched, len(next), payload)
+	sh.keepScratch(payload)
+	if err != nil {
+		return nil, err
+	}
 	now := req.Now.UnixNano()
-	for i := range stored {
-		if stored[i].expires <= now {
+	for i := range cur {
+		if nanos(cur[i].Expires) <= now {
 			m.stats.expired.Add(1)
 			if m.onExpire != nil {
 				m.onExpire(cur[i])
 			}
 		}
 	}
-	if e == nil {
-		if len(recs) == 0 {
-			return res, nil // nothing stored, nothing changed
-		}
-		e = &aorEntry{aor: strings.Clone(req.AoR)} // don't pin the caller's buffer
-		sh.aors[e.aor] = e
-		m.aors.Add(1)
-	}
-	m.n.Add(int64(len(recs) - len(stored)))
-	e.recs = recs
-	m.reschedule(sh, e)
+	m.n.Add(int64(len(next) - len(cur)))
 	if m.onChange != nil {
-		m.onChange(e.aor, slices.Clone(res.Bindings))
+		aor := strings.Clone(req.AoR) // don't pin the caller's buffer
+		if snap != "" {
+			aor = blobAoR(snap)
+		}
+		m.onChange(aor, slices.Clone(res.Bindings))
 	}
 	return res, nil
 }
 
-// reschedule deletes the AoR if it has no bindings left, else keeps the
-// heap invariant: the AoR has a live entry no later than its earliest
-// expiry.
-func (m *Memory) reschedule(sh *shard, e *aorEntry) {
-	if len(e.recs) == 0 {
-		delete(sh.aors, e.aor)
-		m.aors.Add(-1)
-		return
+// decodeAll decodes every record of a snapshot for which keep (nil: all)
+// says yes.
+func decodeAll(snap, aor string, in *interner, keep func(off int) bool) []Binding {
+	n := blobCount(snap)
+	out := make([]Binding, 0, n)
+	off := firstRec(snap)
+	for range n {
+		if keep == nil || keep(off) {
+			out = append(out, decodeRec(snap, off, aor, in))
+		}
+		off += recSize(snap, off)
 	}
-	first := e.recs[0].expires
-	for i := range e.recs {
-		first = min(first, e.recs[i].expires)
+	return out
+}
+
+// reschedule keeps the heap invariant for a live slot whose blob is b: the
+// AoR has a live entry no later than its earliest expiry.
+func (m *Memory) reschedule(sh *shard, slot uint32, b []byte) {
+	first := int64(0)
+	off := firstRec(b)
+	for i := range blobCount(b) {
+		if e := recExpires(b, off); i == 0 || e < first {
+			first = e
+		}
+		off += recSize(b, off)
 	}
-	if e.sched != 0 && e.sched <= first {
+	if sched := blobSched(b); sched != 0 && sched <= first {
 		return // the live entry fires early enough
 	}
-	e.sched = first
-	sh.heap.push(expiryEntry{at: first, aor: e.aor})
-	if len(sh.heap) > 2*len(sh.aors)+64 {
+	binary.LittleEndian.PutUint64(b[hSched:], uint64(first))
+	sh.heap.push(expiryEntry{at: first, slot: slot})
+	if len(sh.heap) > 2*sh.idx.n+64 {
 		compact(sh)
 	}
 }
@@ -215,10 +340,11 @@ func (m *Memory) reschedule(sh *shard, e *aorEntry) {
 // expiry moved earlier, before their entry fired.
 func compact(sh *shard) {
 	h := sh.heap[:0]
-	for _, e := range sh.aors {
-		h = append(h, expiryEntry{at: e.sched, aor: e.aor})
+	for slot, r := range sh.slots {
+		if r != 0 {
+			h = append(h, expiryEntry{at: blobSched(sh.blob(uint32(slot))), slot: uint32(slot)})
+		}
 	}
-	clear(sh.heap[len(h):])
 	h.init()
 	sh.heap = h
 }
@@ -231,19 +357,17 @@ func (m *Memory) Lookup(ctx context.Context, aor string) ([]Binding, error) {
 		return nil, err
 	}
 	now := m.clock().UnixNano()
-	sh := m.shard(aor)
+	sh, h := m.locate(aor)
 	sh.mu.Lock()
-	var recs []rec
-	if e := sh.aors[aor]; e != nil {
-		recs = e.recs
-	}
-	out := make([]Binding, 0, len(recs))
-	for i := range recs {
-		if recs[i].expires > now {
-			out = append(out, recs[i].decode(aor, &m.intern))
-		}
+	var snap string
+	if slot := sh.find(h, aor); slot != 0 {
+		snap = sh.snapshot(slot)
 	}
 	sh.mu.Unlock()
+	if snap == "" {
+		return []Binding{}, nil
+	}
+	out := decodeAll(snap, aor, &m.intern, func(off int) bool { return recExpires(snap, off) > now })
 	SortBindings(out)
 	return out, nil
 }
@@ -254,33 +378,57 @@ func (m *Memory) Remove(ctx context.Context, aor, key string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	sh := m.shard(aor)
+	sh, h := m.locate(aor)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.aors[aor]
-	if e == nil {
+	slot := sh.find(h, aor)
+	if slot == 0 {
 		return nil
 	}
-	i := slices.IndexFunc(e.recs, func(r rec) bool { return r.key() == key })
-	if i < 0 {
+	snap := sh.snapshot(slot)
+	var buf [128]byte
+	payload := sh.scratch[:0]
+	gone := -1 // offset of the removed record
+	off := firstRec(snap)
+	for range blobCount(snap) {
+		size := recSize(snap, off)
+		if gone < 0 && keyAt(buf[:0], snap, off) == key {
+			gone = off
+		} else {
+			payload = append(payload, snap[off:off+size]...)
+		}
+		off += size
+	}
+	if gone < 0 {
+		sh.keepScratch(payload)
 		return nil
 	}
-	e.recs = slices.Delete(e.recs, i, i+1)
+	err := m.put(sh, slot, h, blobAoR(snap), blobSched(snap), blobCount(snap)-1, payload)
+	sh.keepScratch(payload)
+	if err != nil {
+		return err
+	}
 	m.n.Add(-1)
-	m.reschedule(sh, e)
-	m.changed(e.aor, e.recs)
+	m.changed(blobAoR(snap), snap, func(o int) bool { return o != gone })
 	return nil
 }
 
-// changed runs the OnChange hook with the decoded, sorted bindings.
-func (m *Memory) changed(aor string, recs []rec) {
+// keyAt is Binding.Key of the record at off without decoding it all.
+func keyAt(buf []byte, snap string, off int) string {
+	p := off + recFixed
+	contact := snap[p : p+int(le16(snap, off+rLens+2*fContact))]
+	p += len(contact) + int(le16(snap, off+rLens+2*fCallID))
+	inst := snap[p : p+int(le16(snap, off+rLens+2*fInstance))]
+	return string(AppendKey(buf, inst, int(int32(le32(snap, off+rRegID))), contact))
+}
+
+// changed runs the OnChange hook with the records of snap that keep
+// accepts, decoded and sorted.
+func (m *Memory) changed(aor, snap string, keep func(off int) bool) {
 	if m.onChange == nil {
 		return
 	}
-	bs := make([]Binding, len(recs))
-	for i := range recs {
-		bs[i] = recs[i].decode(aor, &m.intern)
-	}
+	bs := decodeAll(snap, aor, &m.intern, keep)
 	SortBindings(bs)
 	m.onChange(aor, bs)
 }
@@ -301,6 +449,9 @@ func (m *Memory) Stats() MemoryStats {
 		sh := &m.shards[i]
 		sh.mu.Lock()
 		s.HeapEntries += len(sh.heap)
+		s.ArenaBytes += sh.ar.carved
+		s.ArenaInUse += sh.ar.inUse
+		s.LargeBytes += sh.ar.lgUse
 		sh.mu.Unlock()
 	}
 	return s
@@ -322,33 +473,35 @@ func (m *Memory) RangeNATed(fn func(aor string, bindings []Binding) bool) {
 }
 
 func (m *Memory) rangeWhere(natedOnly bool, fn func(aor string, bindings []Binding) bool) {
+	var snaps []string
 	for i := range m.shards {
 		sh := &m.shards[i]
 		now := m.clock().UnixNano()
-		type item struct {
-			aor string
-			bs  []Binding
+		want := func(b string, off int) bool {
+			return recExpires(b, off) > now && (!natedOnly || recNATed(b, off))
 		}
+		snaps = snaps[:0]
 		sh.mu.Lock()
-		var items []item
-		if !natedOnly {
-			items = make([]item, 0, len(sh.aors))
-		}
-		for _, e := range sh.aors {
-			var bs []Binding
-			for j := range e.recs {
-				if e.recs[j].expires > now && (!natedOnly || e.recs[j].nated) {
-					bs = append(bs, e.recs[j].decode(e.aor, &m.intern))
-				}
+		for slot, r := range sh.slots {
+			if r == 0 {
+				continue
 			}
-			if len(bs) > 0 {
-				SortBindings(bs)
-				items = append(items, item{e.aor, bs})
+			b := sh.blob(uint32(slot))
+			off := firstRec(b)
+			for range blobCount(b) {
+				if recExpires(b, off) > now && (!natedOnly || recNATed(b, off)) {
+					snaps = append(snaps, string(b)) // copied: decoded after unlocking
+					break
+				}
+				off += recSize(b, off)
 			}
 		}
 		sh.mu.Unlock()
-		for _, it := range items {
-			if !fn(it.aor, it.bs) {
+		for _, snap := range snaps {
+			aor := blobAoR(snap)
+			bs := decodeAll(snap, aor, &m.intern, func(off int) bool { return want(snap, off) })
+			SortBindings(bs)
+			if !fn(aor, bs) {
 				return
 			}
 		}

@@ -70,18 +70,20 @@ func TestMemoryInternerFull(t *testing.T) {
 	m := NewMemory()
 	m.intern.next = maxInterned // as if 65535 user agents were seen
 	b := Binding{Contact: "sip:a@h", Expires: t0.Add(time.Hour), UserAgent: "new UA", Transport: "udp"}
-	r, err := encode(&b, &m.intern)
+	r, err := appendRec(nil, &b, &m.intern)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.ids != [nInterned]uint16{} {
-		t.Fatalf("interned while full: %v", r.ids)
+	for i := range nInterned {
+		if id := le16(r, rIDs+2*i); id != 0 {
+			t.Fatalf("interned while full: field %d id %d", i, id)
+		}
 	}
-	if d := r.decode("sip:a@h", &m.intern); d.UserAgent != "new UA" || d.Transport != "udp" {
+	if d := decodeRec(string(r), 0, "sip:a@h", &m.intern); d.UserAgent != "new UA" || d.Transport != "udp" {
 		t.Fatalf("decode %+v", d)
 	}
 	b.RegID = -1
-	if _, err := encode(&b, &m.intern); err == nil {
+	if _, err := appendRec(nil, &b, &m.intern); err == nil {
 		t.Fatal("negative reg-id encoded")
 	}
 }

@@ -1,35 +1,52 @@
 package location
 
 import (
+	"encoding/binary"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// rec is how the memory store keeps a Binding. A Binding is about 270 bytes
-// of headers plus six separately allocated strings; at a million bindings
-// that is most of the memory budget. rec packs every per-binding string
-// into one allocation (data, sliced by lens) and replaces the strings that
-// repeat across bindings (transport, socket, user agent) with interned ids,
-// which brings a binding to a 72-byte rec plus one string. Decoding slices
-// data without copying, so Lookup allocates only the returned []Binding.
+// A blob is one AoR with all its bindings, in one arena block, rewritten
+// whole on every change (a REGISTER rewrites the AoR anyway). Layout,
+// little endian:
 //
-// The AoR is not stored: it is the map key of the AoR entry.
-type rec struct {
-	data       string            // fields fContact..fPath, concatenated
-	lens       [nFields]uint16   // length of each field in data
-	expires    int64             // unix nanoseconds
-	registered int64             // unix nanoseconds
-	cseq       uint32            // of the REGISTER that wrote it
-	regID      int32             // RFC 5626 reg-id
-	home       uint32            // cluster node id
-	ids        [nInterned]uint16 // interned transport, socket, user agent (0: empty or in data)
-	q          int16             // ×1000
-	nated      bool
-}
+//	header (hdrSize): class u8, pad u8, len(aor) u16, slot u32, sched i64,
+//	                  records u32, blob length u32
+//	the AoR
+//	records: fixed part (recFixed) then fields fContact..fPath
+//
+// A record's fixed part: expires i64, registered i64 (unix nanoseconds),
+// cseq u32, reg-id i32, home u32, interned ids 3×u16, q i16, nated u8,
+// pad u8, field lengths nFields×u16. The strings that repeat across
+// bindings (transport, socket, user agent) are interned ids; the rest are
+// packed. At sipbench's shape a binding is about 200 bytes here.
+//
+// Blob bytes are reused once freed, so nothing outside the shard lock may
+// alias them: readers copy the blob into a Go string (snapshot) and decode
+// from that, so Bindings handed out own their memory.
+const (
+	hdrSize = 24
+	hAoRLen = 2
+	hSlot   = 4
+	hSched  = 8
+	hCount  = 16
+	hLen    = 20
 
-// Fields packed into rec.data, in order. Path values are joined by NUL,
+	rExpires    = 0
+	rRegistered = 8
+	rCSeq       = 16
+	rRegID      = 20
+	rHome       = 24
+	rIDs        = 28
+	rQ          = 34
+	rNATed      = 36
+	rLens       = 38
+	recFixed    = rLens + 2*nFields
+)
+
+// Fields packed into a record, in order. Path values are joined by NUL,
 // which cannot appear in SIP text. The interned fields appear here only when
 // the interner is full.
 const (
@@ -48,83 +65,140 @@ const nInterned = 3 // fTransport, fSocket, fUserAgent
 
 const pathSep = "\x00"
 
-// maxField is the longest string a rec can hold (uint16 lengths). SIP
-// messages are smaller than this, so only a buggy caller hits the limit.
+// maxField is the longest string a record can hold (uint16 lengths), and
+// the longest AoR. SIP messages are smaller than this, so only a buggy
+// caller hits the limit.
 const maxField = 1<<16 - 1
 
-// encode packs b. It fails (ErrInvalid) if a field is longer than maxField or
-// the reg-id does not fit RFC 5626's 1..2^31-1.
-func encode(b *Binding, in *interner) (rec, error) {
-	r := rec{
-		expires:    nanos(b.Expires),
-		registered: nanos(b.Registered),
-		cseq:       b.CSeq,
-		regID:      int32(b.RegID),
-		home:       b.Home,
-		q:          int16(b.Q),
-		nated:      b.NATed,
+// bytesOrString lets the readers below work on arena bytes (under the
+// lock) and on snapshots alike.
+type bytesOrString interface{ ~string | ~[]byte }
+
+func le16[T bytesOrString](b T, off int) uint16 {
+	return uint16(b[off]) | uint16(b[off+1])<<8
+}
+
+func le32[T bytesOrString](b T, off int) uint32 {
+	return uint32(le16(b, off)) | uint32(le16(b, off+2))<<16
+}
+
+func le64[T bytesOrString](b T, off int) uint64 {
+	return uint64(le32(b, off)) | uint64(le32(b, off+4))<<32
+}
+
+func blobAoR[T bytesOrString](b T) T       { return b[hdrSize : hdrSize+int(le16(b, hAoRLen))] }
+func blobSched[T bytesOrString](b T) int64 { return int64(le64(b, hSched)) }
+func blobCount[T bytesOrString](b T) int   { return int(le32(b, hCount)) }
+func blobLen[T bytesOrString](b T) int     { return int(le32(b, hLen)) }
+
+// firstRec is the offset of a blob's first record.
+func firstRec[T bytesOrString](b T) int { return hdrSize + int(le16(b, hAoRLen)) }
+
+// recSize is the length of the record at off.
+func recSize[T bytesOrString](b T, off int) int {
+	n := recFixed
+	for i := range nFields {
+		n += int(le16(b, off+rLens+2*i))
 	}
+	return n
+}
+
+func recExpires[T bytesOrString](b T, off int) int64 { return int64(le64(b, off+rExpires)) }
+func recNATed[T bytesOrString](b T, off int) bool    { return b[off+rNATed] != 0 }
+
+// appendRec appends the record of b. It fails (ErrInvalid) if a field is
+// longer than maxField or the reg-id does not fit RFC 5626's 1..2^31-1.
+func appendRec(dst []byte, b *Binding, in *interner) ([]byte, error) {
 	if b.RegID < 0 || b.RegID > 1<<31-1 || b.Q < 0 || b.Q > 1000 {
-		return rec{}, ErrInvalid
+		return dst, ErrInvalid
 	}
 	var fields [nFields]string
 	fields[fContact] = b.Contact
 	fields[fCallID] = b.CallID
 	fields[fInstance] = b.InstanceID
 	fields[fReceived] = b.Received
+	var ids [nInterned]uint16
 	for i, s := range [nInterned]string{b.Transport, b.Socket, b.UserAgent} {
 		if id, ok := in.id(s); ok {
-			r.ids[i] = id
+			ids[i] = id
 		} else {
 			fields[fTransport+i] = s
 		}
 	}
-	if len(b.Path) > 0 {
-		fields[fPath] = strings.Join(b.Path, pathSep)
-	}
-	total := 0
+	var lens [nFields]int
 	for i, f := range fields {
-		if len(f) > maxField {
-			return rec{}, ErrInvalid
+		lens[i] = len(f)
+	}
+	for i, p := range b.Path {
+		lens[fPath] += len(p)
+		if i > 0 {
+			lens[fPath] += len(pathSep)
 		}
-		r.lens[i] = uint16(len(f))
-		total += len(f)
 	}
-	var sb strings.Builder
-	sb.Grow(total)
-	for _, f := range fields {
-		sb.WriteString(f)
+	for _, n := range lens {
+		if n > maxField {
+			return dst, ErrInvalid
+		}
 	}
-	r.data = sb.String()
-	return r, nil
+	le := binary.LittleEndian
+	dst = le.AppendUint64(dst, uint64(nanos(b.Expires)))
+	dst = le.AppendUint64(dst, uint64(nanos(b.Registered)))
+	dst = le.AppendUint32(dst, b.CSeq)
+	dst = le.AppendUint32(dst, uint32(b.RegID))
+	dst = le.AppendUint32(dst, b.Home)
+	for _, id := range ids {
+		dst = le.AppendUint16(dst, id)
+	}
+	dst = le.AppendUint16(dst, uint16(int16(b.Q)))
+	nated := byte(0)
+	if b.NATed {
+		nated = 1
+	}
+	dst = append(dst, nated, 0)
+	for _, n := range lens {
+		dst = le.AppendUint16(dst, uint16(n))
+	}
+	for _, f := range fields[:fPath] {
+		dst = append(dst, f...)
+	}
+	for i, p := range b.Path {
+		if i > 0 {
+			dst = append(dst, pathSep...)
+		}
+		dst = append(dst, p...)
+	}
+	return dst, nil
 }
 
-// decode unpacks r into a Binding of aor. Strings alias r.data.
-func (r *rec) decode(aor string, in *interner) Binding {
+// decodeRec unpacks the record at off of a snapshot into a Binding of aor.
+// Strings alias s, which must be a Go string (a snapshot), never arena
+// bytes.
+func decodeRec(s string, off int, aor string, in *interner) Binding {
 	var fields [nFields]string
-	off := 0
-	for i, n := range r.lens {
-		fields[i] = r.data[off : off+int(n)]
-		off += int(n)
+	p := off + recFixed
+	for i := range nFields {
+		n := int(le16(s, off+rLens+2*i))
+		fields[i] = s[p : p+n]
+		p += n
 	}
 	b := Binding{
 		AoR:        aor,
 		Contact:    fields[fContact],
 		InstanceID: fields[fInstance],
-		RegID:      int(r.regID),
+		RegID:      int(int32(le32(s, off+rRegID))),
 		CallID:     fields[fCallID],
-		CSeq:       r.cseq,
-		Q:          int(r.q),
-		Expires:    fromNanos(r.expires),
-		Registered: fromNanos(r.registered),
+		CSeq:       le32(s, off+rCSeq),
+		Q:          int(int16(le16(s, off+rQ))),
+		Expires:    fromNanos(recExpires(s, off)),
+		Registered: fromNanos(int64(le64(s, off+rRegistered))),
 		Received:   fields[fReceived],
-		NATed:      r.nated,
-		Home:       r.home,
+		NATed:      recNATed(s, off),
+		Home:       le32(s, off+rHome),
 	}
 	interned := [nInterned]*string{&b.Transport, &b.Socket, &b.UserAgent}
 	for i, p := range interned {
-		if r.ids[i] != 0 {
-			*p = in.str(r.ids[i])
+		if id := le16(s, off+rIDs+2*i); id != 0 {
+			*p = in.str(id)
 		} else {
 			*p = fields[fTransport+i]
 		}
@@ -133,14 +207,6 @@ func (r *rec) decode(aor string, in *interner) Binding {
 		b.Path = strings.Split(p, pathSep)
 	}
 	return b
-}
-
-// key is Binding.Key without decoding the whole record.
-func (r *rec) key() string {
-	b := Binding{Contact: r.data[:r.lens[fContact]], RegID: int(r.regID)}
-	off := int(r.lens[fContact]) + int(r.lens[fCallID])
-	b.InstanceID = r.data[off : off+int(r.lens[fInstance])]
-	return b.Key()
 }
 
 // interner maps the strings that repeat across bindings (transport, local
