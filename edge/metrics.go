@@ -120,6 +120,12 @@ func newMetrics(reg prometheus.Registerer, store location.Store) *metrics {
 	}, func() float64 { return float64(store.Len()) })
 	reg.MustRegister(m.requests, m.responses, m.inflight, m.authFail, m.malformed, m.panics,
 		m.denied, m.failovers, m.relayed, m.duration, bindings)
+	if ms, ok := store.(interface{ Stats() location.MemoryStats }); ok {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "anyedge_sip_location_arena_bytes",
+			Help: "Off-heap memory the in-memory location store has carved for bindings: in use plus free blocks, reused and never returned to the OS.",
+		}, func() float64 { return float64(ms.Stats().ArenaBytes) }))
+	}
 	return m
 }
 
