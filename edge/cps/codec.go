@@ -170,7 +170,9 @@ func (lim *limit) profSubSlots() uint8 {
 
 // Flush returns the body of a MsgCounters frame for every peer, or nil
 // when none is due. Call it every Config.Interval/5 (FlushTick): a frame
-// is due once per Interval when something changed, and early, at most
+// is due once per Interval, with nothing but its header when nothing
+// changed (the peers learn that this node's view is fresh: see
+// Limiter.stalled), and early, at most
 // every FlushTick, when a global limit's demand on this node has moved by
 // a factor of two or more since it was last sent (a burst starting or
 // ending): the peers then re-share the capacity within a few ms instead
@@ -187,6 +189,7 @@ func (l *Limiter) flush(now bool) []byte {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k, f, ns := l.instant(t)
+	l.awake(t.UnixNano(), ns)
 	if !now && ns-l.lastFlush < int64(l.cfg.Interval)*9/10 && !l.sharpChange(k, f) {
 		return nil
 	}
@@ -261,7 +264,7 @@ func (l *Limiter) flush(now bool) []byte {
 		binary.BigEndian.PutUint32(w.B[cntAt:], uint32(cnt))
 		nl++
 	}
-	if nr == 0 && nl == 0 {
+	if nr == 0 && nl == 0 && len(l.limits) == 0 {
 		return nil
 	}
 	binary.BigEndian.PutUint16(w.B[nlAt:], uint16(nl))
@@ -449,8 +452,17 @@ func (l *Limiter) Apply(from uint32, body []byte) error {
 		n = l.node(from)
 		n.up = true
 	}
-	sent, err := l.applyBody(n, body, l.slotOf(now))
+	k, _, ns := l.instant(now)
+	l.awake(now.UnixNano(), ns)
+	sent, err := l.applyBody(n, body, k)
 	if err == nil {
+		// When it was sent, on our cluster clock (as applyBody reckons
+		// it): how fresh our view of n is.
+		at := sent + l.corr
+		if n.offAt != 0 {
+			at -= n.off + n.rtt/2
+		}
+		n.heard = max(n.heard, at)
 		l.sample(n, sent, now.UnixNano())
 	}
 	return err

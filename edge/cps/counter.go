@@ -174,6 +174,7 @@ type counter struct {
 	pub     [2]demand // the last two published demands, newest first
 	pubAt   int64     // cluster time of pub[0], ns
 	sentTo  int64     // the slot open at the last flush that included this counter
+	dither  float64   // free fraction of a call that admits one (see Check)
 	dirty   bool      // changed since the last flush
 	final   bool      // the slot sentTo had calls: its final count is due
 	queued  bool      // on the limit's dirty list
@@ -200,7 +201,7 @@ type counter struct {
 // newCounter makes a counter whose rings hold n slots: a window and the
 // slot sliding out of it.
 func newCounter(key string, n int, profiled bool) *counter {
-	c := &counter{key: key, acc: newRing(n), stale: true}
+	c := &counter{key: key, acc: newRing(n), stale: true, dither: 0.5}
 	if profiled {
 		c.sub = make([]uint32, n*subSlots)
 		c.rem = make([]float64, subSlots+1)
@@ -282,7 +283,19 @@ func (c *counter) left(j int64, i int) float64 {
 // demandSpan is how many sub-slots (a tenth of a slot each) the demand
 // estimate of a global limit looks back: short, so that a node whose
 // burst ends stops holding capacity within a few tens of ms.
-const demandSpan = 3
+//
+// A node offered few calls (under demandLowCalls in the sub-slot ring's
+// two slots, and under demandBurstCalls in the short span: under about
+// 100 calls/s with 100 ms slots) is estimated over the whole ring
+// instead. Over 30 ms its count is mostly 0 or 1, so the short estimate
+// jumps between nothing and several times its rate, and its peers held
+// capacity for it that it never used: at 150 CPS over 9 nodes that alone
+// cost 4 points of the limit.
+const (
+	demandSpan       = 3
+	demandLowCalls   = 20
+	demandBurstCalls = 3
+)
 
 // subRing counts calls per sub-slot for the last len(v) sub-slots.
 type subRing struct {
@@ -303,6 +316,20 @@ func (r *subRing) add(s int64) {
 	}
 }
 
+// sum returns the calls in the last span sub-slots up to sub-slot
+// instant x, the current partial one included.
+func (r *subRing) sum(x float64, span int) int {
+	s := int64(x)
+	n := int64(len(r.v))
+	sum := 0
+	for j := s - int64(span) + 1; j <= s; j++ {
+		if j <= r.head && j > r.head-n {
+			sum += int(r.v[j%n])
+		}
+	}
+	return sum
+}
+
 // rate returns the calls per slot over the last span sub-slots before
 // sub-slot instant x (fractional), the current partial one included.
 func (r *subRing) rate(x float64, span int) float64 {
@@ -320,11 +347,16 @@ func (r *subRing) rate(x float64, span int) float64 {
 
 // demandNow is the own demand estimate at fraction f of slot k: the
 // calls offered per slot over the recent past (the last demandSpan
-// sub-slots for global limits, the last slot's length for keyed ones). It
-// follows a burst up or down within a slot.
+// sub-slots for global limits, or two slots for a node offered few
+// calls; the last slot's length for keyed ones). It follows a burst up or
+// down within a slot.
 func (c *counter) demandNow(k int64, f float64) float64 {
-	if c.offSub != nil {
-		return c.offSub.rate(float64(k*subSlots)+f*subSlots, demandSpan)
+	if r := c.offSub; r != nil {
+		x := float64(k*subSlots) + f*subSlots
+		if r.sum(x, len(r.v)) < demandLowCalls && r.sum(x, demandSpan) < demandBurstCalls {
+			return r.rate(x, len(r.v))
+		}
+		return r.rate(x, demandSpan)
 	}
 	return float64(c.off) + (1-f)*float64(c.offPrev)
 }
@@ -437,18 +469,31 @@ func (l *Limiter) refresh(lim *limit, c *counter, k int64) {
 		if !lim.counts(p.n) {
 			continue
 		}
-		d := 0.0
+		d, last := 0.0, 0.0
 		if p.n.up {
 			d = p.dem.at(k)
 			p.cUp = true
+		} else {
+			// Down: it takes no more calls, but may have taken some after
+			// its last frame, an interval's worth of its demand at most.
+			// They stay in the window like the reported ones.
+			last = p.dem.at(p.n.cur) * l.reserve
 		}
 		// A slot the peer has not finished yet: it cannot have taken
-		// more than a slot's worth of its demand.
+		// more than its share of it, nor, in the slot of its last frame,
+		// more than an interval's worth of its demand after that frame
+		// (it sends one every interval).
 		pred := d * min(c.rhoPrev, 1)
 		for j := lo; j < k; j++ {
 			a := float64(p.acc.at(j))
 			rep += a
-			if j >= p.n.cur && pred > a {
+			switch {
+			case j == p.n.cur && last > 0:
+				a += last
+			case j < p.n.cur || pred <= a:
+			case j == p.n.cur:
+				a = min(pred, a+d*l.reserve)
+			default:
 				a = pred
 			}
 			fixed += a

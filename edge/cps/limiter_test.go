@@ -374,6 +374,67 @@ func TestSharedWindow(t *testing.T) {
 	}
 }
 
+// TestStallGuard: a node whose clock jumped between two calls into it
+// (the scheduler froze it) refuses new calls until every peer it has heard
+// from has sent a frame from no more than 100 ms before it resumed: its
+// view is as old as the stall. A peer it never heard from (no cps section)
+// does not hold it up, nor one that stays silent for over a second.
+func TestStallGuard(t *testing.T) {
+	clk := newClock()
+	m := newMesh(t, Config{PartitionPolicy: Full, Limits: []LimitConfig{{Name: "global", Rate: 100}}}, 3, clk)
+	a, b, c := m.ls[0], m.ls[1], m.ls[2]
+	a.NodeUp(4, "r1") // never sends
+	clk.at(10 * time.Millisecond)
+	m.exchange(t)
+	if ok, _ := checkN(a, Request{}, 1); ok != 1 {
+		t.Fatal("refused before any stall")
+	}
+	// a is frozen from 10 to 310 ms; b and c send frames meanwhile, which
+	// queue up for it.
+	clk.at(260 * time.Millisecond)
+	fromB, fromC := b.Flush(), c.Flush()
+	if fromB == nil || fromC == nil {
+		t.Fatal("no frame due after 250 ms without one")
+	}
+	clk.at(310 * time.Millisecond)
+	if ok, d := checkN(a, Request{}, 1); ok != 0 || d.Limit != "global" {
+		t.Fatalf("admitted on a view 300 ms old (%+v)", d)
+	}
+	if n := a.Stats().Stalls; n != 1 {
+		t.Errorf("%d stalls counted, want 1", n)
+	}
+	if err := a.Apply(2, fromB); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := checkN(a, Request{}, 1); ok != 0 {
+		t.Fatal("admitted before hearing from c")
+	}
+	if err := a.Apply(3, fromC); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := checkN(a, Request{}, 1); ok != 1 {
+		t.Fatal("still refusing with fresh frames from every peer")
+	}
+	if st := a.Status()[0]; st.Rejected != 2 {
+		t.Errorf("%d refusals counted, want 2", st.Rejected)
+	}
+
+	// Another stall; c goes silent (dead, not declared yet): a refuses for
+	// at most a second.
+	clk.add(200 * time.Millisecond)
+	for i := range 22 {
+		if err := a.Apply(2, b.FlushNow()); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := checkN(a, Request{}, 1); ok != 0 && i < 20 {
+			t.Fatalf("admitted without hearing from c, %d ms after the stall", 50*i)
+		} else if ok != 1 && i == 21 {
+			t.Error("still refusing 1.05 s after the stall")
+		}
+		clk.add(50 * time.Millisecond)
+	}
+}
+
 func TestSplitPolicy(t *testing.T) {
 	clk := newClock()
 	m := newMesh(t, Config{Limits: []LimitConfig{{Name: "global", Rate: 90}}}, 3, clk)
