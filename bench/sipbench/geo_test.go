@@ -202,8 +202,13 @@ func (b *bench) geoRamp(ctx context.Context, cfg string, rates []int, run int, h
 	if cfg != "geo-pair" || gr.Max == 0 {
 		return gr, nil
 	}
-	// The lag at half the highest sustained rate, read from the partner.
+	// The lag at half the highest sustained rate, read from the partner,
+	// once the ramp's last (failed) step has drained: its retransmissions
+	// and queued frames would otherwise land in the lag step's histogram.
 	partner := nodes[1]
+	if err := settleReplicas(ctx, nodes[0], partner); err != nil {
+		return gr, err
+	}
 	before, err := partner.lagBuckets()
 	if err != nil {
 		return gr, err
@@ -223,6 +228,32 @@ func (b *bench) geoRamp(ctx context.Context, cfg string, rates []int, run int, h
 	b.logf("  lag at %d/s on the partner: %.0f samples, p50 %v, p90 %v, p99 %v, ≤3.2 ms %.2f%%, ≤6.4 ms %.2f%%, highest bucket %s",
 		half, ls.Samples, ls.P50, ls.P90, ls.P99, 100*ls.Within3200us, 100*ls.Within6400us, ls.Max)
 	return gr, nil
+}
+
+// settleReplicas waits until the partner holds as many replicas as the
+// home holds bindings, unchanged for 2 s (SIPp's retransmissions of a
+// failed step have stopped and the replication queue is empty).
+func settleReplicas(ctx context.Context, home, partner *edged) error {
+	last, since := -1.0, time.Now()
+	return poll(ctx, 90*time.Second, 200*time.Millisecond, func() error {
+		h, err := home.metrics(`anyedge_geo_bindings{role="home"}`)
+		if err != nil {
+			return err
+		}
+		p, err := partner.metrics(`anyedge_geo_bindings{role="replica"}`)
+		if err != nil {
+			return err
+		}
+		hv, pv := h[`anyedge_geo_bindings{role="home"}`], p[`anyedge_geo_bindings{role="replica"}`]
+		if hv != pv || hv != last {
+			last, since = hv, time.Now()
+			return fmt.Errorf("home %v bindings, partner %v replicas", hv, pv)
+		}
+		if time.Since(since) < 2*time.Second {
+			return fmt.Errorf("%v bindings, stable for %v", hv, time.Since(since).Round(time.Millisecond))
+		}
+		return nil
+	})
 }
 
 // bucket is one cumulative histogram bucket: count of samples ≤ le.
