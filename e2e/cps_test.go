@@ -139,6 +139,19 @@ func TestCPSLimit(t *testing.T) {
 		}
 		t.Logf("%s /v1/cps: %+v", n.name, ls)
 	}
+	// A node the machine froze for over 100 ms refuses new calls until
+	// its peers' counts are fresh again (cps.Limiter's stall guard), and
+	// says so in its log: how often, to read the windows below by.
+	for _, n := range nodes {
+		b, err := os.ReadFile(n.proc.LogPath)
+		if err != nil {
+			t.Error(err)
+			continue
+		}
+		if k := bytes.Count(b, []byte("was not scheduled for over 100 ms")); k > 0 {
+			t.Logf("%s: came back from a stall %d times (log lines; the last one: %s)", n.name, k, lastLine(b, "was not scheduled"))
+		}
+	}
 	uas.stop()
 
 	// The callers: every call ended as the scenario allows (200, or 503
@@ -291,6 +304,17 @@ func TestCPSLimit(t *testing.T) {
 	if peak > (1+cpsTol)*cpsLimit {
 		t.Errorf("accepted rate spiked to %.0f calls in 1 s after the kill, over %v +%.0f%%", peak, cpsLimit, 100*cpsTol)
 	}
+}
+
+// lastLine is the last line of b that contains sub.
+func lastLine(b []byte, sub string) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if strings.Contains(lines[i], sub) {
+			return lines[i]
+		}
+	}
+	return ""
 }
 
 // addCPSNode writes the config of one node of the CPS lab.

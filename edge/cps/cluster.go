@@ -76,6 +76,7 @@ type Service struct {
 
 	sentBytes  atomic.Uint64 // body bytes × recipients
 	sentFrames atomic.Uint64
+	stalls     uint64 // Stats.Stalls at the last reconcile (run goroutine)
 }
 
 // NewService validates cfg and builds the service of the node c is.
@@ -206,6 +207,11 @@ func (s *Service) send(body []byte) {
 // reconcile brings the limiter's view of the membership in line with the
 // cluster's: up and down, regions, RTTs, and nodes removed by the operator.
 func (s *Service) reconcile() {
+	if n := s.lim.Stats().Stalls; n > s.stalls {
+		s.log.Warn("cps: this node was not scheduled for over 100 ms; it refused new calls until its peers' counts were fresh again",
+			"stalls", n-s.stalls, "stalls_total", n)
+		s.stalls = n
+	}
 	self := s.c.Self().ID
 	seen := map[uint32]bool{}
 	for _, v := range s.c.Nodes() {
