@@ -66,7 +66,7 @@
 // is left. Every node uses the same weights, switching to a node's new
 // demand at the same instant (its send time plus the delivery delay), so
 // nodes do not claim the same capacity twice and a burst does not
-// overshoot (at most +2.1% over any 1 s window in the simulations): a node
+// overshoot (at most +2.3% over any 1 s window in the simulations): a node
 // with 80% of the calls gets 80% of the capacity, one with 10% gets 10%.
 // The cost is a few tens of ms, after a node's burst ends, during which
 // capacity held for it stays idle; the simulations measure it
