@@ -1,13 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"math"
-	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -68,17 +65,7 @@ func TestGeoSIPBench(t *testing.T) {
 	if os.Getenv(BenchGeoSIPEnv) == "" {
 		t.Skipf("a benchmark of several minutes: set %s=1 (make bench-geo-sip)", BenchGeoSIPEnv)
 	}
-	var rates []int
-	for _, f := range strings.Split(*gsRates, ",") {
-		r, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || r < 10 || r > 50000 {
-			t.Fatalf("-geo-rates: %q is not a rate in 10..50000", f)
-		}
-		rates = append(rates, r)
-	}
-	if !slices.IsSorted(rates) {
-		t.Fatalf("-geo-rates must go up: %v", rates)
-	}
+	rates := parseRates(t, "-geo-rates", *gsRates)
 	configs := strings.Split(*gsConfigs, ",")
 	for _, c := range configs {
 		if !slices.Contains([]string{"memory", "geo-alone", "geo-pair"}, c) {
@@ -103,11 +90,7 @@ func TestGeoSIPBench(t *testing.T) {
 	defer cancel()
 	var ramps []geoRamp
 	for run := range *rsRuns {
-		order := slices.Clone(configs)
-		for range run % len(order) {
-			order = append(order[1:], order[0])
-		}
-		for _, cfg := range order {
+		for _, cfg := range rotated(configs, run) {
 			gr, err := b.geoRamp(ctx, cfg, rates, run, homeCPUs, otherCPUs)
 			if err != nil {
 				t.Errorf("run %d %s: %v", run+1, cfg, err)
@@ -119,21 +102,9 @@ func TestGeoSIPBench(t *testing.T) {
 			b.logf("run %d %s: highest sustained %d REGISTER/s", run+1, cfg, gr.Max)
 		}
 	}
-	j, err := json.MarshalIndent(map[string]any{
+	b.writeResults(t, "geo", map[string]any{
 		"machine": machine(), "versions": versions(b), "step": rsStep.String(), "rates": rates, "cpus": *gsCPUs, "ramps": ramps,
-	}, "", "  ")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(b.out, "geo-results.json"), j, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sum := geoSummary(configs, ramps)
-	if err := os.WriteFile(filepath.Join(b.out, "geo-summary.md"), []byte(sum), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	fmt.Print(sum)
-	b.logf("results in %s", b.out)
+	}, geoSummary(configs, ramps))
 }
 
 // geoRamp starts cfg's edged processes and steps the home's rate up until
@@ -264,39 +235,31 @@ type bucket struct {
 
 // lagBuckets reads the binding capability's replication-lag histogram.
 func (e *edged) lagBuckets() ([]bucket, error) {
-	resp, err := e.httpc.Get("http://" + e.admin + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("/metrics: %s", resp.Status)
-	}
 	const prefix = `anyedge_geo_replication_lag_seconds_bucket{cap="bind",le="`
 	var out []bucket
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line, ok := strings.CutPrefix(sc.Text(), prefix)
+	err := e.scanMetrics(func(text string) error {
+		line, ok := strings.CutPrefix(text, prefix)
 		if !ok {
-			continue
+			return nil
 		}
 		le, rest, ok := strings.Cut(line, `"} `)
 		if !ok {
-			return nil, fmt.Errorf("/metrics: %q", sc.Text())
+			return fmt.Errorf("/metrics: %q", text)
 		}
+		var err error
 		b := bucket{le: math.Inf(1)}
 		if le != "+Inf" {
 			if b.le, err = strconv.ParseFloat(le, 64); err != nil {
-				return nil, fmt.Errorf("/metrics: %q: %w", sc.Text(), err)
+				return fmt.Errorf("/metrics: %q: %w", text, err)
 			}
 		}
 		if b.count, err = strconv.ParseFloat(strings.TrimSpace(rest), 64); err != nil {
-			return nil, fmt.Errorf("/metrics: %q: %w", sc.Text(), err)
+			return fmt.Errorf("/metrics: %q: %w", text, err)
 		}
 		out = append(out, b)
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	if len(out) == 0 {

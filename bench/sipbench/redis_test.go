@@ -105,17 +105,7 @@ func TestRedisSIPBench(t *testing.T) {
 	if os.Getenv(BenchRedisSIPEnv) == "" {
 		t.Skipf("a benchmark of several minutes: set %s=1 (make bench-redis-sip)", BenchRedisSIPEnv)
 	}
-	var rates []int
-	for _, f := range strings.Split(*rsRates, ",") {
-		r, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || r < 10 || r > 50000 {
-			t.Fatalf("-rates: %q is not a rate in 10..50000", f)
-		}
-		rates = append(rates, r)
-	}
-	if !slices.IsSorted(rates) {
-		t.Fatalf("-rates must go up: %v", rates)
-	}
+	rates := parseRates(t, "-rates", *rsRates)
 	var configs []redisConfig
 	for _, n := range strings.Split(*rsConfigs, ",") {
 		c, ok := redisConfigs[strings.TrimSpace(n)]
@@ -136,11 +126,7 @@ func TestRedisSIPBench(t *testing.T) {
 	defer cancel()
 	var ramps []redisRamp
 	for run := range *rsRuns {
-		order := slices.Clone(configs)
-		for range run % len(order) {
-			order = append(order[1:], order[0])
-		}
-		for _, cfg := range order {
+		for _, cfg := range rotated(configs, run) {
 			if cfg.db {
 				flushRedis(t, rc)
 			}
@@ -157,20 +143,54 @@ func TestRedisSIPBench(t *testing.T) {
 			b.logf("run %d %s: highest rate with no failure %d/s per node", run+1, cfg.name, rr.Max)
 		}
 	}
-	j, err := json.MarshalIndent(map[string]any{
+	b.writeResults(t, "redis", map[string]any{
 		"machine": machine(), "versions": versions(b), "step": rsStep.String(), "rates": rates, "ramps": ramps,
-	}, "", "  ")
+	}, redisSummary(configs, ramps))
+}
+
+// parseRates reads a comma-separated, rising list of rates from a flag.
+func parseRates(t *testing.T, flagName, list string) []int {
+	t.Helper()
+	var rates []int
+	for _, f := range strings.Split(list, ",") {
+		r, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || r < 10 || r > 50000 {
+			t.Fatalf("%s: %q is not a rate in 10..50000", flagName, f)
+		}
+		rates = append(rates, r)
+	}
+	if !slices.IsSorted(rates) {
+		t.Fatalf("%s must go up: %v", flagName, rates)
+	}
+	return rates
+}
+
+// rotated is the order of the configurations in a run: each run starts
+// with the next one, so no configuration always runs first (or last, on
+// a machine whose load drifts).
+func rotated[T any](configs []T, run int) []T {
+	order := slices.Clone(configs)
+	for range run % len(order) {
+		order = append(order[1:], order[0])
+	}
+	return order
+}
+
+// writeResults writes NAME-results.json and NAME-summary.md to the
+// results directory and prints the summary.
+func (b *bench) writeResults(t *testing.T, name string, results any, summary string) {
+	t.Helper()
+	j, err := json.MarshalIndent(results, "", "  ")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(b.out, "redis-results.json"), j, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(b.out, name+"-results.json"), j, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sum := redisSummary(configs, ramps)
-	if err := os.WriteFile(filepath.Join(b.out, "redis-summary.md"), []byte(sum), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(b.out, name+"-summary.md"), []byte(summary), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	fmt.Print(sum)
+	fmt.Print(summary)
 	b.logf("results in %s", b.out)
 }
 

@@ -284,32 +284,23 @@ func (e *edged) Stop() error { return e.p.stop(10 * time.Second) }
 
 // metrics reads the named unlabelled samples from /metrics.
 func (e *edged) metrics(names ...string) (map[string]float64, error) {
-	resp, err := e.httpc.Get("http://" + e.admin + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("/metrics: %s", resp.Status)
-	}
 	want := map[string]bool{}
 	for _, n := range names {
 		want[n] = true
 	}
 	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
+	err := e.scanMetrics(func(line string) error {
+		f := strings.Fields(line)
 		if len(f) == 2 && want[f[0]] {
 			v, err := strconv.ParseFloat(f[1], 64)
 			if err != nil {
-				return nil, fmt.Errorf("/metrics: %q: %w", sc.Text(), err)
+				return fmt.Errorf("/metrics: %q: %w", line, err)
 			}
 			out[f[0]] = v
 		}
-	}
-	if err := sc.Err(); err != nil {
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	for _, n := range names {
@@ -318,6 +309,27 @@ func (e *edged) metrics(names ...string) (map[string]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// scanMetrics calls fn with each line of the node's /metrics until fn
+// fails.
+func (e *edged) scanMetrics(fn func(line string) error) error {
+	resp, err := e.httpc.Get("http://" + e.admin + "/metrics")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/metrics: %s", resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if err := fn(sc.Text()); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
 }
 
 // kamailio is Kamailio with bench/kamailio.cfg, on loopback.
