@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -117,40 +116,20 @@ func (b *bench) geoRamp(ctx context.Context, cfg string, rates []int, run int, h
 		gr.Nodes = 2
 	}
 	var nodes []*edged
-	defer func() {
-		for _, e := range nodes {
-			if err := e.saveMetrics(filepath.Join(e.dir, "metrics.txt")); err != nil {
-				b.logf("edged: /metrics: %v", err)
-			}
-			if err := e.Stop(); err != nil {
-				b.logf("edged: stop: %v", err)
-			}
-		}
-	}()
-	for i := range gr.Nodes {
-		dir, err := b.serverDir(fmt.Sprintf("edged-%s-n%d", cfg, i+1))
-		if err != nil {
-			return gr, err
-		}
-		o := edgedOpts{bin: b.edgedBin, dir: dir, keepalive: b.keepalive, nodeID: uint32(i + 1), cpus: homeCPUs}
+	defer func() { b.stopNodes(nodes) }()
+	nodes, err = b.startNodes(ctx, cfg, gr.Nodes, func(i int, o *edgedOpts) {
+		o.cpus = homeCPUs
 		if i > 0 {
-			o.join, o.cpus = []string{nodes[0].cluster}, otherCPUs
+			o.cpus = otherCPUs
 		}
 		if geo {
 			// Both nodes are eligible for the region's HA tag: each is
 			// the other's partner.
 			o.extra, o.tags = "geo: {}\n", []string{"{name: home-bench, region: bench}"}
 		}
-		e, err := startEdged(ctx, o)
-		if err != nil {
-			return gr, err
-		}
-		nodes = append(nodes, e)
-	}
-	for _, e := range nodes {
-		if err := e.waitReady(ctx, gr.Nodes); err != nil {
-			return gr, err
-		}
+	})
+	if err != nil {
+		return gr, err
 	}
 	home := nodes[:1] // SIPp registers at the home only
 	if _, err := b.redisStep(ctx, home, min(rates[0], 100), fmt.Sprintf("%s%dwarm", cfg, run), 2*time.Second); err != nil {

@@ -274,37 +274,12 @@ func (b *bench) redisRamp(ctx context.Context, rc *redistest.Cluster, cfg redisC
 		loc = "location:\n  mode: db-driven\n  redis: {addrs: [" + strings.Join(q, ", ") + "]}\n"
 	}
 	var nodes []*edged
-	defer func() {
-		for _, e := range nodes {
-			// What the node counted (Redis operations by result and
-			// latency), for reading a failed step.
-			if err := e.saveMetrics(filepath.Join(e.dir, "metrics.txt")); err != nil {
-				b.logf("edged: /metrics: %v", err)
-			}
-			if err := e.Stop(); err != nil {
-				b.logf("edged: stop: %v", err)
-			}
-		}
-	}()
-	for i := range cfg.nodes {
-		dir, err := b.serverDir(fmt.Sprintf("edged-%s-n%d", cfg.name, i+1))
-		if err != nil {
-			return rr, err
-		}
-		o := edgedOpts{bin: b.edgedBin, dir: dir, keepalive: b.keepalive, nodeID: uint32(i + 1), location: loc}
-		if i > 0 {
-			o.join = []string{nodes[0].cluster}
-		}
-		e, err := startEdged(ctx, o)
-		if err != nil {
-			return rr, err
-		}
-		nodes = append(nodes, e)
-	}
-	for _, e := range nodes {
-		if err := e.waitReady(ctx, cfg.nodes); err != nil {
-			return rr, err
-		}
+	// What the nodes counted (Redis operations by result and latency),
+	// for reading a failed step, is saved when they stop.
+	defer func() { b.stopNodes(nodes) }()
+	nodes, err = b.startNodes(ctx, cfg.name, cfg.nodes, func(_ int, o *edgedOpts) { o.location = loc })
+	if err != nil {
+		return rr, err
 	}
 	// Warm-up, not counted: the first REGISTERs dial the connection pools
 	// and load the save script on every new connection.
@@ -342,6 +317,48 @@ func (b *bench) redisRamp(ctx context.Context, rc *redistest.Cluster, cfg redisC
 		}
 	}
 	return rr, nil
+}
+
+// startNodes starts n edged processes in one cluster (node i+1 joining
+// node 1), edit adjusting each one's options, and waits until every one
+// is ready and sees the others. The nodes started are returned even on
+// error, for stopNodes.
+func (b *bench) startNodes(ctx context.Context, name string, n int, edit func(i int, o *edgedOpts)) ([]*edged, error) {
+	var nodes []*edged
+	for i := range n {
+		dir, err := b.serverDir(fmt.Sprintf("edged-%s-n%d", name, i+1))
+		if err != nil {
+			return nodes, err
+		}
+		o := edgedOpts{bin: b.edgedBin, dir: dir, keepalive: b.keepalive, nodeID: uint32(i + 1)}
+		if i > 0 {
+			o.join = []string{nodes[0].cluster}
+		}
+		edit(i, &o)
+		e, err := startEdged(ctx, o)
+		if err != nil {
+			return nodes, err
+		}
+		nodes = append(nodes, e)
+	}
+	for _, e := range nodes {
+		if err := e.waitReady(ctx, n); err != nil {
+			return nodes, err
+		}
+	}
+	return nodes, nil
+}
+
+// stopNodes saves each node's /metrics next to its log and stops it.
+func (b *bench) stopNodes(nodes []*edged) {
+	for _, e := range nodes {
+		if err := e.saveMetrics(filepath.Join(e.dir, "metrics.txt")); err != nil {
+			b.logf("edged: /metrics: %v", err)
+		}
+		if err := e.Stop(); err != nil {
+			b.logf("edged: stop: %v", err)
+		}
+	}
 }
 
 // saveMetrics writes the node's /metrics to path.
