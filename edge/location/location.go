@@ -12,7 +12,8 @@
 // Memory keeps its bindings off the Go heap. As Go objects a million
 // bindings cost over twice their size in RSS (the collector lets the heap
 // grow to twice what it marked live, and the scavenger returns freed pages
-// slowly: 738 B per binding measured against a 315 B live heap). So each
+// slowly: 607–738 B of RSS per binding at 1,000,000 against a live heap
+// of 315–405 B; off the heap it is 311 B, docs/BENCHMARKS.md). So each
 // AoR, with all its bindings, is one blob in an arena of anonymous mmap'd
 // memory with its own size-class allocator, as Kamailio keeps usrloc in its
 // shared-memory allocator; the Go heap holds only small pointer-free
