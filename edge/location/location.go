@@ -10,7 +10,7 @@
 // own atomic section, so all backends behave the same.
 //
 // Memory keeps its bindings off the Go heap. As Go objects a million
-// bindings cost over twice their size in RSS (the collector lets the heap
+// bindings cost up to twice their size in RSS (the collector lets the heap
 // grow to twice what it marked live, and the scavenger returns freed pages
 // slowly: 607–738 B of RSS per binding at 1,000,000 against a live heap
 // of 315–405 B; off the heap it is 311 B, docs/BENCHMARKS.md). So each
