@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -30,6 +31,9 @@ const (
 	geoDonorEnv   = "ANYEDGE_GEO_DONOR" // binding count; set only in the donor process
 	geoDonorAddr  = "ANYEDGE_GEO_DONOR_ADDR"
 	geoDonorReady = "GEO DONOR READY"
+	// geoDonorProfile names a file for the donor's CPU profile from the
+	// moment it is filled (the receiver's comes from go test -cpuprofile).
+	geoDonorProfile = "ANYEDGE_GEO_DONOR_CPUPROFILE"
 )
 
 // syncNodes starts geo nodes with real cluster nodes on loopback and
@@ -174,9 +178,12 @@ func TestSync1MTwoProcesses(t *testing.T) {
 		t.Skipf("set %s=1 to sync 1,000,000 bindings from a donor process", sync1MEnv)
 	}
 	const n = 1_000_000
-	addr := startGeoDonor(t, n)
+	addr, pid := startGeoDonor(t, n)
+	donor0, self0 := procCPU(pid), procCPU(os.Getpid())
 	took := newSyncNodes(t).syncReceiver(2, addr, n)
-	t.Logf("a new node synced %d bindings and their metadata from a donor process in %.3f s (from its start: join, handshake, donor choice, both snapshots)", n, took.Seconds())
+	donor1, self1 := procCPU(pid), procCPU(os.Getpid())
+	t.Logf("a new node synced %d bindings and their metadata from a donor process in %.3f s (from its start: join, handshake, donor choice, both snapshots); CPU: receiver %v, donor %v",
+		n, took.Seconds(), self1-self0, donor1-donor0)
 	if took > 5*time.Second {
 		t.Errorf("synced in %.2f s, target 5 s", took.Seconds())
 	}
@@ -194,13 +201,41 @@ func TestGeoDonorProcess(t *testing.T) {
 	donor, _ := sn.start(1, os.Getenv(geoDonorAddr), nil)
 	waitCond(t, "donor synced (seed rule)", 10*time.Second, donor.Synced)
 	fillDonor(t, donor, n)
+	if p := os.Getenv(geoDonorProfile); p != "" {
+		// From now on: the sync, not the fill.
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	fmt.Println(geoDonorReady)
 	_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes it
 }
 
+// procCPU is the user+system CPU a process used so far, from
+// /proc/PID/stat (0 where there is none).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:])) // from field 3 (state) on
+	if i < 0 || len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	s, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+s) * 10 * time.Millisecond // USER_HZ 100
+}
+
 // startGeoDonor runs the donor process and returns its cluster address
-// once it holds n bindings. It is stopped at cleanup.
-func startGeoDonor(t *testing.T, n int) string {
+// and PID once it holds n bindings. It is stopped at cleanup.
+func startGeoDonor(t *testing.T, n int) (string, int) {
 	t.Helper()
 	addr := freeAddr(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestGeoDonorProcess$", "-test.count=1", "-test.v")
@@ -252,12 +287,12 @@ func startGeoDonor(t *testing.T, n int) string {
 	select {
 	case <-ready:
 		t.Logf("donor process %d ready:\n%s", cmd.Process.Pid, output())
-		return addr
+		return addr, cmd.Process.Pid
 	case err := <-done:
 		done <- err
 		t.Fatalf("donor process exited early: %v\n%s", err, output())
 	case <-time.After(5 * time.Minute):
 		t.Fatalf("donor not ready after 5 min\n%s", output())
 	}
-	return ""
+	return "", 0
 }

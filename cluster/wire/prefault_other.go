@@ -2,5 +2,5 @@
 
 package wire
 
-// prefault is a no-op where MADV_POPULATE_WRITE does not exist.
-func prefault([]byte) {}
+// Prefault is a no-op where MADV_POPULATE_WRITE does not exist.
+func Prefault([]byte) {}

@@ -108,7 +108,7 @@ func (r *FrameReader) readFrame() (*Frame, error) {
 		return nil, err // cannot happen: the prefix was peeked
 	}
 	buf := make([]byte, size)
-	prefault(buf)
+	Prefault(buf)
 	n := 0
 	if b := r.br.Buffered(); b > 0 {
 		n, _ = r.br.Read(buf[:min(b, size)]) // buffered bytes only: no read
