@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/anyedge/anyedge/cluster/core"
 	"github.com/anyedge/anyedge/cluster/wire"
+	"github.com/anyedge/anyedge/internal/testprof"
 )
 
 // Snapshot streaming between two processes on loopback. The target (from
@@ -167,17 +167,8 @@ func TestSyncDonorProcess(t *testing.T) {
 	case <-time.After(syncWait):
 		t.Fatal("donor never synced")
 	}
-	if p := os.Getenv(donorProfileEnv); p != "" {
-		// From here on: the sync, not the records' construction.
-		f, err := os.Create(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
-	}
+	// From here on: the sync, not the records' construction.
+	testprof.StartCPU(t, os.Getenv(donorProfileEnv))
 	fmt.Printf("%s %s\n", donorReady, n.Addr())
 	// Serve until the parent closes our stdin (or dies).
 	done := make(chan struct{})

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/anyedge/anyedge/cluster"
+	"github.com/anyedge/anyedge/internal/testprof"
 )
 
 // Issue 4's figure: a new node of the region syncs 1,000,000 bindings (and
@@ -201,17 +201,7 @@ func TestGeoDonorProcess(t *testing.T) {
 	donor, _ := sn.start(1, os.Getenv(geoDonorAddr), nil)
 	waitCond(t, "donor synced (seed rule)", 10*time.Second, donor.Synced)
 	fillDonor(t, donor, n)
-	if p := os.Getenv(geoDonorProfile); p != "" {
-		// From now on: the sync, not the fill.
-		f, err := os.Create(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			t.Fatal(err)
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
-	}
+	testprof.StartCPU(t, os.Getenv(geoDonorProfile)) // from now on: the sync, not the fill
 	fmt.Println(geoDonorReady)
 	_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes it
 }

@@ -334,13 +334,7 @@ func (r *subRing) sum(x float64, span int) int {
 // sub-slot instant x (fractional), the current partial one included.
 func (r *subRing) rate(x float64, span int) float64 {
 	s := int64(x)
-	n := int64(len(r.v))
-	sum := 0.0
-	for j := s - int64(span) + 1; j <= s; j++ {
-		if j <= r.head && j > r.head-n {
-			sum += float64(r.v[j%n])
-		}
-	}
+	sum := float64(r.sum(x, span))
 	covered := float64(span-1) + (x - float64(s))
 	return sum / max(covered, 0.5) * subSlots
 }
