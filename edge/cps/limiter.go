@@ -121,6 +121,19 @@ type limit struct {
 
 func (lim *limit) budget() float64 { return lim.bud }
 
+// markDirty notes that c changed, for the next frame: queued once until
+// Flush takes it.
+func (lim *limit) markDirty(c *counter) {
+	if c.dirty {
+		return
+	}
+	c.dirty = true
+	if !c.queued {
+		c.queued = true
+		lim.dirty = append(lim.dirty, c)
+	}
+}
+
 // counts reports whether n's counts belong to this limit's scope.
 func (lim *limit) counts(n *node) bool {
 	return !n.forgotten && (lim.region == "" || n.region == "" || n.region == lim.region)
@@ -311,13 +324,7 @@ func (l *Limiter) Check(req Request) Decision {
 			}
 			c.roll(k)
 			c.offer(k, f)
-			if !c.dirty {
-				c.dirty = true
-				if !c.queued {
-					c.queued = true
-					lim.dirty = append(lim.dirty, c)
-				}
-			}
+			lim.markDirty(c)
 			continue
 		}
 		pred, rep := l.view(lim, c, k, f, ns)
@@ -358,13 +365,7 @@ func (l *Limiter) Check(req Request) Decision {
 		if nref == 0 {
 			c.count(k, f)
 		}
-		if !c.dirty {
-			c.dirty = true
-			if !c.queued {
-				c.queued = true
-				lim.dirty = append(lim.dirty, c)
-			}
-		}
+		lim.markDirty(c)
 	}
 	if first < 0 {
 		return Decision{Allowed: true}
