@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -251,36 +250,6 @@ func startDonor(tb testing.TB, nrec int) donorProc {
 	return donorProc{}
 }
 
-// procUsage is what /proc/PID/stat says a process used so far.
-type procUsage struct {
-	cpu    time.Duration // user+system, in clock ticks of 10 ms
-	faults int64         // minor page faults: first touches of new memory
-}
-
-// readUsage reads /proc/PID/stat (Linux; ok is false elsewhere).
-func readUsage(pid int) (u procUsage, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return u, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return u, false
-	}
-	f := strings.Fields(string(b[i+1:])) // from field 3 (state) on
-	if len(f) < 13 {
-		return u, false
-	}
-	minflt, err0 := strconv.ParseInt(f[7], 10, 64)
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err0 != nil || err1 != nil || err2 != nil {
-		return u, false
-	}
-	const tick = 10 * time.Millisecond // USER_HZ is 100 on Linux
-	return procUsage{cpu: time.Duration(utime+stime) * tick, faults: minflt}, true
-}
-
 // syncFrom starts a receiver that joins donor and measures how long it
 // takes from Start to synced with every one of nrec records.
 func syncFrom(tb testing.TB, id uint32, donor donorProc, nrec int) syncTimes {
@@ -302,8 +271,8 @@ func syncFrom(tb testing.TB, id uint32, donor donorProc, nrec int) syncTimes {
 			streaming.CompareAndSwap(0, int64(time.Since(start)))
 		}
 	})
-	recv0, _ := readUsage(os.Getpid())
-	donor0, _ := readUsage(donor.pid)
+	recv0, _ := testprof.ReadUsage(os.Getpid())
+	donor0, _ := testprof.ReadUsage(donor.pid)
 	start = time.Now()
 	if err := n.Start(context.Background()); err != nil {
 		tb.Fatal(err)
@@ -315,16 +284,16 @@ func syncFrom(tb testing.TB, id uint32, donor donorProc, nrec int) syncTimes {
 		tb.Fatalf("not synced after %v: %d of %d records, caps %+v", syncWait, st.n.Load(), nrec, n.Caps())
 	}
 	elapsed := time.Since(start)
-	recv1, _ := readUsage(os.Getpid())
-	donor1, _ := readUsage(donor.pid)
+	recv1, _ := testprof.ReadUsage(os.Getpid())
+	donor1, _ := testprof.ReadUsage(donor.pid)
 	if got := st.n.Load(); got != int64(nrec) {
 		tb.Fatalf("synced with %d records, want %d", got, nrec)
 	}
 	if c := n.Caps(); len(c) != 1 || c[0].Attempts != 1 {
 		tb.Fatalf("caps %+v: the sync was retried", c)
 	}
-	return syncTimes{streaming: time.Duration(streaming.Load()), synced: elapsed, recvCPU: recv1.cpu - recv0.cpu, donorCPU: donor1.cpu - donor0.cpu,
-		recvFaults: recv1.faults - recv0.faults, donorFaults: donor1.faults - donor0.faults}
+	return syncTimes{streaming: time.Duration(streaming.Load()), synced: elapsed, recvCPU: recv1.CPU - recv0.CPU, donorCPU: donor1.CPU - donor0.CPU,
+		recvFaults: recv1.Faults - recv0.Faults, donorFaults: donor1.Faults - donor0.Faults}
 }
 
 func reportSync(tb testing.TB, nrec int, d syncTimes) {

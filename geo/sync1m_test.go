@@ -179,11 +179,13 @@ func TestSync1MTwoProcesses(t *testing.T) {
 	}
 	const n = 1_000_000
 	addr, pid := startGeoDonor(t, n)
-	donor0, self0 := procCPU(pid), procCPU(os.Getpid())
+	donor0, _ := testprof.ReadUsage(pid)
+	self0, _ := testprof.ReadUsage(os.Getpid())
 	took := newSyncNodes(t).syncReceiver(2, addr, n)
-	donor1, self1 := procCPU(pid), procCPU(os.Getpid())
+	donor1, _ := testprof.ReadUsage(pid)
+	self1, _ := testprof.ReadUsage(os.Getpid())
 	t.Logf("a new node synced %d bindings and their metadata from a donor process in %.3f s (from its start: join, handshake, donor choice, both snapshots); CPU: receiver %v, donor %v",
-		n, took.Seconds(), self1-self0, donor1-donor0)
+		n, took.Seconds(), self1.CPU-self0.CPU, donor1.CPU-donor0.CPU)
 	if took > 5*time.Second {
 		t.Errorf("synced in %.2f s, target 5 s", took.Seconds())
 	}
@@ -204,23 +206,6 @@ func TestGeoDonorProcess(t *testing.T) {
 	testprof.StartCPU(t, os.Getenv(geoDonorProfile)) // from now on: the sync, not the fill
 	fmt.Println(geoDonorReady)
 	_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes it
-}
-
-// procCPU is the user+system CPU a process used so far, from
-// /proc/PID/stat (0 where there is none).
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	f := strings.Fields(string(b[i+1:])) // from field 3 (state) on
-	if i < 0 || len(f) < 13 {
-		return 0
-	}
-	u, _ := strconv.ParseInt(f[11], 10, 64)
-	s, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(u+s) * 10 * time.Millisecond // USER_HZ 100
 }
 
 // startGeoDonor runs the donor process and returns its cluster address
