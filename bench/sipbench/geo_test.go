@@ -40,8 +40,9 @@ type lagStep struct {
 	// Quantiles interpolated within the histogram's buckets (powers of 2
 	// from 50 µs), as PromQL's histogram_quantile does.
 	P50, P90, P99 time.Duration
-	// Within5ms is the share of samples in buckets wholly under 5 ms
-	// (le ≤ 3.2 ms): a lower bound of the share under 5 ms.
+	// Within3200us is the share of samples in buckets wholly under 5 ms
+	// (le ≤ 3.2 ms): a lower bound of the share under 5 ms; Within6400us
+	// (le ≤ 6.4 ms) an upper bound.
 	Within3200us float64 `json:"share_le_3_2ms"`
 	Within6400us float64 `json:"share_le_6_4ms"`
 	Max          string  `json:"max_bucket"` // the highest non-empty bucket's bound
