@@ -78,13 +78,17 @@ type request struct {
 // onRequest is the transaction layer's handler: one call per new server
 // transaction (retransmissions are absorbed before). It runs on a
 // goroutine of its own and returns when the request is done.
-func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
+func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) { s.serve(req, tx, nil) }
+
+// serve handles one request on its transaction: sipgo's, or a UDP
+// REGISTER's own (regfast.go), which also names the listener in.
+func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, in *socket) {
 	if !s.enter() {
 		tx.Terminate()
 		return
 	}
 	defer s.leave()
-	r := &request{ctx: s.ctx, req: req, tx: &srvTx{ServerTransaction: tx, req: req, m: s.m}, start: time.Now()}
+	r := &request{ctx: s.ctx, req: req, tx: &srvTx{ServerTransaction: tx, req: req, m: s.m}, in: in, start: time.Now()}
 	defer func() {
 		if p := recover(); p != nil {
 			s.m.panics.Inc()
@@ -105,13 +109,13 @@ func (s *Server) onRequest(req *sip.Request, tx *sip.ServerTx) {
 		}
 	}()
 	s.m.request(req.Method)
-	if req.IsInvite() {
+	if stx, ok := tx.(*sip.ServerTx); ok && req.IsInvite() {
 		// Before fixVia touches the Via: a CANCEL or ACK relayed from
 		// another node finds the transaction by its key (anycast.go).
-		s.stack.index.addInvite(req, tx)
+		s.stack.index.addInvite(req, stx)
 		// On CANCEL sipgo answers 487 itself: a final response, so the
 		// transaction must live on to absorb the ACK, not be ended below.
-		tx.OnCancel(func(*sip.Request) { r.tx.final.Store(true) })
+		stx.OnCancel(func(*sip.Request) { r.tx.final.Store(true) })
 	}
 	fixVia(req)
 	if req.IsInvite() {
@@ -135,7 +139,9 @@ func (s *Server) handle(r *request) {
 	if ap, err := netip.ParseAddrPort(req.Source()); err == nil {
 		r.src = ap.Addr().Unmap()
 	}
-	r.in = s.inSocket(req)
+	if r.in == nil {
+		r.in = s.inSocket(req)
+	}
 	switch req.Method {
 	case sip.ACK:
 		s.handleAck(r)

@@ -41,6 +41,9 @@ func (s *Server) readFilter(props sip.TransportReadProps, data []byte) ([]byte, 
 		s.rawReply(props, data, sip.StatusMessageTooLarge, "Message Too Large")
 		return nil, nil
 	}
+	if s.fastRegister(props, data) {
+		return nil, nil
+	}
 	s.lastDatagram(props).set(props, data)
 	return data, nil
 }

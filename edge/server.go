@@ -136,7 +136,9 @@ type Server struct {
 	// AoR string per binding.
 	trackAoRs bool
 	pinger    *nat.Pinger
-	parser    *sip.Parser // for relayed messages (anycast.go)
+	parser    *sip.Parser // for relayed messages (anycast.go) and UDP REGISTERs (regfast.go)
+	regs      *regCache   // UDP REGISTER transactions (regfast.go)
+	regm      *regMetrics
 	// lastReads: per UDP listener, the datagram sipgo is parsing, to
 	// answer it when the parse fails (inbound.go).
 	lastMu    sync.Mutex
@@ -226,6 +228,8 @@ func New(cfg Config, store location.Store, opts ...Option) (*Server, error) {
 	}
 	s.parser = sip.NewParser()
 	s.parser.MaxMessageLength = 1 << 20 // the filter checks the size itself
+	s.regs = newRegCache(time.Now, sip.Timer_J, regCacheMax)
+	s.regm = newRegMetrics(s.reg, s.regs)
 	s.tracker = nat.NewTracker(store)
 	return s, nil
 }

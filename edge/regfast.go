@@ -1,0 +1,299 @@
+package edge
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// REGISTER over UDP bypasses sipgo's transaction layer.
+//
+// A registrar's only transaction duty is to absorb retransmissions: its
+// final answer is computed once and resent as it is (RFC 3261 §17.2.2).
+// sipgo keeps a whole server transaction for that (parsed request and
+// response, state machine, timer, channels) for Timer J, 32 s over UDP:
+// about 7 KB of pointer-rich heap per REGISTER, over 2 GB at 10,000/s,
+// which the collector marks on every cycle. Here a UDP REGISTER is parsed
+// in the read filter and handled on a goroutine of its own, and only its
+// transaction key and the bytes of its final response are kept for
+// Timer J: a retransmission gets those bytes again, and one that arrives
+// while the first copy is still being handled is dropped.
+//
+// Everything else (other methods, stream transports, requests sipgo must
+// answer as malformed) takes sipgo's path unchanged.
+
+// regCacheMax bounds the entries kept; beyond it the oldest generation
+// goes early (absorption then covers less than Timer J). At 10,000
+// REGISTER/s, Timer J holds 320,000.
+const regCacheMax = 1 << 20
+
+// regCache keeps REGISTER transactions by key in three generations, the
+// newest first, rotated every half Timer J: an entry lives between one and
+// one and a half Timer J, and expiry costs one map drop per rotation, not
+// a scan or a timer per entry.
+type regCache struct {
+	mu      sync.Mutex
+	gens    [3]map[string]*regEntry
+	rotated time.Time
+	span    time.Duration
+	max     int
+	now     func() time.Time
+}
+
+// regEntry is one REGISTER transaction: resp is its final response as
+// sent, nil while the request is being handled.
+type regEntry struct {
+	resp []byte
+	dest *net.UDPAddr
+}
+
+func newRegCache(now func() time.Time, timerJ time.Duration, max int) *regCache {
+	c := &regCache{now: now, span: timerJ / 2, max: max, rotated: now()}
+	for i := range c.gens {
+		c.gens[i] = map[string]*regEntry{}
+	}
+	return c
+}
+
+// begin returns the entry of key and whether the caller created it (a new
+// transaction) rather than found it (a retransmission).
+func (c *regCache) begin(key string) (e *regEntry, created bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.expireLocked()
+	for _, g := range c.gens {
+		if e := g[key]; e != nil {
+			return e, false
+		}
+	}
+	if len(c.gens[0]) >= c.max/len(c.gens) {
+		c.rotateLocked()
+	}
+	e = &regEntry{}
+	c.gens[0][key] = e
+	return e, true
+}
+
+// finish records e's final response; the first one wins.
+func (c *regCache) finish(e *regEntry, resp []byte, dest *net.UDPAddr) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e.resp != nil {
+		return false
+	}
+	e.resp, e.dest = resp, dest
+	return true
+}
+
+// answer is e's final response and its destination, nil while pending.
+func (c *regCache) answer(e *regEntry) ([]byte, *net.UDPAddr) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return e.resp, e.dest
+}
+
+func (c *regCache) expireLocked() {
+	now := c.now()
+	for n := 0; now.Sub(c.rotated) >= c.span && n < len(c.gens); n++ {
+		c.rotateLocked()
+		c.rotated = c.rotated.Add(c.span)
+	}
+	if now.Sub(c.rotated) >= c.span {
+		c.rotated = now // a long idle gap: everything is gone already
+	}
+}
+
+func (c *regCache) rotateLocked() {
+	last := len(c.gens) - 1
+	copy(c.gens[1:], c.gens[:last])
+	c.gens[0] = map[string]*regEntry{}
+}
+
+// len is the number of transactions kept.
+func (c *regCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, g := range c.gens {
+		n += len(g)
+	}
+	return n
+}
+
+// regMetrics count what the cache did with retransmissions.
+type regMetrics struct {
+	resent   prometheus.Counter
+	absorbed prometheus.Counter
+}
+
+func newRegMetrics(reg prometheus.Registerer, c *regCache) *regMetrics {
+	v := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "anyedge_sip_register_retransmissions_total",
+		Help: "Retransmitted UDP REGISTERs absorbed without a new transaction: resent (the final response sent again) or pending (dropped: the first copy was still being handled).",
+	}, []string{"outcome"})
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "anyedge_sip_register_transactions",
+		Help: "UDP REGISTER transactions kept to absorb retransmissions (for 1 to 1.5 times Timer J).",
+	}, func() float64 { return float64(c.len()) })
+	reg.MustRegister(v, g)
+	return &regMetrics{resent: v.WithLabelValues("resent"), absorbed: v.WithLabelValues("pending")}
+}
+
+// fastRegister takes a UDP REGISTER from the read filter. It returns false
+// to leave the datagram to sipgo: not a REGISTER, unparsable, or without
+// what a transaction key needs (sipgo answers those 400).
+func (s *Server) fastRegister(props sip.TransportReadProps, data []byte) bool {
+	if !bytes.HasPrefix(data, []byte("REGISTER ")) || s.regs == nil {
+		return false
+	}
+	sock := s.socketByLocal(props.LocalAddr)
+	if sock == nil {
+		return false
+	}
+	msg, err := s.parser.ParseSIP(data)
+	if err != nil {
+		return false
+	}
+	req, ok := msg.(*sip.Request)
+	if !ok || req.Method != sip.REGISTER {
+		return false
+	}
+	key, ok := regKey(req)
+	if !ok {
+		return false
+	}
+	e, created := s.regs.begin(key)
+	if !created {
+		if resp, dest := s.regs.answer(e); resp != nil {
+			s.regm.resent.Inc()
+			_, _ = sock.pc.WriteTo(resp, dest)
+		} else {
+			s.regm.absorbed.Inc()
+		}
+		return true
+	}
+	req.SetTransport("UDP")
+	req.SetSource(props.RemoteAddr.String())
+	tx := &regTx{s: s, sock: sock, entry: e, src: props.RemoteAddr, done: make(chan struct{})}
+	go s.serve(req, tx, sock)
+	return true
+}
+
+// regKey is the server transaction key of RFC 3261 §17.2.3: the top Via's
+// branch and sent-by (the method is always REGISTER here). Requests
+// without an RFC 3261 branch are left to sipgo.
+func regKey(req *sip.Request) (string, bool) {
+	v := req.Via()
+	cs := req.CSeq()
+	if v == nil || cs == nil || cs.MethodName != sip.REGISTER {
+		return "", false
+	}
+	branch, _ := v.Params.Get("branch")
+	if !strings.HasPrefix(branch, sip.RFC3261BranchMagicCookie) || len(branch) <= len(sip.RFC3261BranchMagicCookie) {
+		return "", false
+	}
+	return branch + "|" + strings.ToLower(v.Host) + "|" + strconv.Itoa(v.Port), true
+}
+
+// socketByLocal is the UDP listener whose read loop reported laddr.
+func (s *Server) socketByLocal(laddr net.Addr) *socket {
+	for _, sock := range s.sockets {
+		if sock.pc != nil && sock.pc.LocalAddr() == laddr {
+			return sock
+		}
+	}
+	la := laddr.String()
+	for _, sock := range s.sockets {
+		if sock.pc != nil && sock.pc.LocalAddr().String() == la {
+			return sock
+		}
+	}
+	return nil
+}
+
+// regTx is the transaction of a REGISTER taken by fastRegister: it sends
+// responses from the listener that received the request and records the
+// final one for retransmissions.
+type regTx struct {
+	s     *Server
+	sock  *socket
+	entry *regEntry
+	src   net.Addr
+
+	mu   sync.Mutex
+	done chan struct{}
+	ends []sip.FnTxTerminate
+}
+
+var regBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func (t *regTx) Respond(res *sip.Response) error {
+	buf := regBufs.Get().(*bytes.Buffer)
+	buf.Reset()
+	res.StringWrite(buf)
+	b := bytes.Clone(buf.Bytes())
+	regBufs.Put(buf)
+	dest := t.dest(res)
+	if res.StatusCode >= 200 && !t.s.regs.finish(t.entry, b, dest) {
+		return nil // a second final response is never sent
+	}
+	_, err := t.sock.pc.WriteTo(b, dest)
+	if res.StatusCode >= 200 {
+		t.Terminate()
+	}
+	return err
+}
+
+// dest is where a response goes (RFC 3261 §18.2.2, RFC 3581): sipgo's
+// Via-derived destination, which fixVia made an IP address; the source
+// of the request if it is not one.
+func (t *regTx) dest(res *sip.Response) *net.UDPAddr {
+	if ap, err := netip.ParseAddrPort(res.Destination()); err == nil {
+		return net.UDPAddrFromAddrPort(ap)
+	}
+	if ua, ok := t.src.(*net.UDPAddr); ok {
+		return ua
+	}
+	return nil
+}
+
+func (t *regTx) Terminate() {
+	t.mu.Lock()
+	select {
+	case <-t.done:
+		t.mu.Unlock()
+		return
+	default:
+	}
+	close(t.done)
+	ends := t.ends
+	t.ends = nil
+	t.mu.Unlock()
+	for _, f := range ends {
+		f("", nil)
+	}
+}
+
+func (t *regTx) OnTerminate(f sip.FnTxTerminate) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	select {
+	case <-t.done:
+		return false
+	default:
+	}
+	t.ends = append(t.ends, f)
+	return true
+}
+
+func (t *regTx) Done() <-chan struct{}        { return t.done }
+func (t *regTx) Err() error                   { return nil }
+func (t *regTx) Acks() <-chan *sip.Request    { return nil }
+func (t *regTx) OnCancel(sip.FnTxCancel) bool { return false }

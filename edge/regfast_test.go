@@ -1,0 +1,162 @@
+package edge
+
+import (
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+func TestRegCacheGenerations(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := newRegCache(func() time.Time { return now }, 32*time.Second, 30)
+	e, created := c.begin("a")
+	if !created {
+		t.Fatal("first begin: not created")
+	}
+	if got, created := c.begin("a"); created || got != e {
+		t.Fatal("a retransmission made a new entry")
+	}
+	if resp, _ := c.answer(e); resp != nil {
+		t.Fatal("pending entry has an answer")
+	}
+	if !c.finish(e, []byte("200"), nil) || c.finish(e, []byte("500"), nil) {
+		t.Fatal("finish: the first final response must win, and only it")
+	}
+	// Kept at least Timer J, gone by 1.5 Timer J, without a scan.
+	for _, step := range []struct {
+		at   time.Duration
+		kept bool
+	}{{31 * time.Second, true}, {32 * time.Second, true}, {47 * time.Second, true}, {48 * time.Second, false}} {
+		now = time.Unix(1000, 0).Add(step.at)
+		_, created := c.begin("probe" + step.at.String()) // advances the generations
+		if !created {
+			t.Fatalf("%v: probe found", step.at)
+		}
+		c.mu.Lock()
+		found := c.gens[0]["a"] != nil || c.gens[1]["a"] != nil || c.gens[2]["a"] != nil
+		c.mu.Unlock()
+		if found != step.kept {
+			t.Fatalf("at %v: kept %v, want %v", step.at, found, step.kept)
+		}
+	}
+	// A long idle gap drops everything.
+	now = now.Add(time.Hour)
+	if _, created := c.begin("probe32s"); !created {
+		t.Fatal("entry survived an idle hour")
+	}
+	if n := c.len(); n != 1 {
+		t.Fatalf("after an idle hour: %d entries, want 1", n)
+	}
+}
+
+func TestRegCacheBounded(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := newRegCache(func() time.Time { return now }, 32*time.Second, 30)
+	for i := range 1000 {
+		c.begin(fmt.Sprint(i))
+	}
+	if n := c.len(); n > 30 {
+		t.Fatalf("%d entries kept, bound 30", n)
+	}
+}
+
+// A UDP REGISTER retransmitted after its answer gets the same bytes again
+// and is not handled twice; sipgo's transaction layer never sees it.
+func TestRegisterRetransmissionResent(t *testing.T) {
+	f := startServer(t, nil)
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	laddr := pc.LocalAddr().String()
+	msg := "REGISTER sip:" + domain + " SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP " + laddr + ";branch=z9hG4bKretrans1;rport\r\n" +
+		"Max-Forwards: 70\r\n" +
+		"From: <sip:rt@" + domain + ">;tag=f1\r\n" +
+		"To: <sip:rt@" + domain + ">\r\n" +
+		"Call-ID: retrans-1\r\n" +
+		"CSeq: 1 REGISTER\r\n" +
+		"Contact: <sip:rt@" + laddr + ">\r\n" +
+		"Expires: 300\r\n" +
+		"Content-Length: 0\r\n\r\n"
+	dst, err := net.ResolveUDPAddr("udp4", f.udp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func() string {
+		t.Helper()
+		buf := make([]byte, 4096)
+		_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no response: %v", err)
+		}
+		return string(buf[:n])
+	}
+	if _, err := pc.WriteTo([]byte(msg), dst); err != nil {
+		t.Fatal(err)
+	}
+	first := read()
+	if !strings.HasPrefix(first, "SIP/2.0 200 ") {
+		t.Fatalf("first answer: %q", first)
+	}
+	if !strings.Contains(first, "received=127.0.0.1") || !strings.Contains(first, "rport="+laddr[strings.LastIndexByte(laddr, ':')+1:]) {
+		t.Fatalf("Via not completed per RFC 3581: %q", first)
+	}
+	if _, err := pc.WriteTo([]byte(msg), dst); err != nil {
+		t.Fatal(err)
+	}
+	if again := read(); again != first {
+		t.Fatalf("retransmission answered differently:\n%q\n%q", again, first)
+	}
+	if n := counter(t, f.reg, "anyedge_sip_register_retransmissions_total", map[string]string{"outcome": "resent"}); n != 1 {
+		t.Fatalf("resent retransmissions: %v, want 1", n)
+	}
+	if n := counter(t, f.reg, "anyedge_sip_requests_total", map[string]string{"method": "REGISTER"}); n != 1 {
+		t.Fatalf("REGISTERs handled: %v, want 1 (the retransmission must not be)", n)
+	}
+	// The same user's next REGISTER (a new branch) is a new transaction.
+	next := strings.NewReplacer("z9hG4bKretrans1", "z9hG4bKretrans2", "CSeq: 1 ", "CSeq: 2 ").Replace(msg)
+	if _, err := pc.WriteTo([]byte(next), dst); err != nil {
+		t.Fatal(err)
+	}
+	if res := read(); !strings.HasPrefix(res, "SIP/2.0 200 ") || res == first {
+		t.Fatalf("refresh: %q", res)
+	}
+	if n := counter(t, f.reg, "anyedge_sip_requests_total", map[string]string{"method": "REGISTER"}); n != 2 {
+		t.Fatalf("REGISTERs handled: %v, want 2", n)
+	}
+	bs, err := f.store.Lookup(t.Context(), "sip:rt@"+domain)
+	if err != nil || len(bs) != 1 {
+		t.Fatalf("bindings: %v, %v", bs, err)
+	}
+}
+
+// Requests the fast path cannot key are left to sipgo, which answers
+// them as before.
+func TestRegKeyLeavesOddRequestsToSipgo(t *testing.T) {
+	p := sip.NewParser()
+	for _, tc := range []struct {
+		via string
+		ok  bool
+	}{
+		{"SIP/2.0/UDP 198.18.0.1:5060;branch=z9hG4bKabc", true},
+		{"SIP/2.0/UDP 198.18.0.1:5060;branch=abc", false}, // RFC 2543 branch
+		{"SIP/2.0/UDP 198.18.0.1:5060;branch=z9hG4bK", false},
+		{"SIP/2.0/UDP 198.18.0.1:5060", false},
+	} {
+		raw := "REGISTER sip:" + domain + " SIP/2.0\r\nVia: " + tc.via + "\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:a@x>\r\nCall-ID: c\r\nCSeq: 1 REGISTER\r\nContent-Length: 0\r\n\r\n"
+		m, err := p.ParseSIP([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := regKey(m.(*sip.Request)); ok != tc.ok {
+			t.Errorf("Via %q: keyed %v, want %v", tc.via, ok, tc.ok)
+		}
+	}
+}
