@@ -175,10 +175,9 @@ func nextHop(req *sip.Request, transport string) string {
 
 // prepare builds the copy of req sent on one branch (RFC 3261 §16.6).
 func (p *Proxy) prepare(req *sip.Request, t Target, plan Plan, branch string) *sip.Request {
-	out := req.Clone()
-	out.Recipient = *t.URI.Clone()
-	// sipgo's Clone shares the Max-Forwards header with the original:
-	// replace it, never decrement it in place.
+	out := shallowCopy(req, t.URI)
+	// The copy shares the Max-Forwards header with the original: replace
+	// it, never decrement it in place.
 	if mf := out.MaxForwards(); mf != nil {
 		m := sip.MaxForwardsHeader(max(mf.Val(), 1) - 1)
 		out.ReplaceHeader(&m)
@@ -210,6 +209,26 @@ func (p *Proxy) prepare(req *sip.Request, t Target, plan Plan, branch string) *s
 	}
 	out.PrependHeader(t.Socket.Via(branch))
 	p.address(out, t.Socket, t.Dest)
+	return out
+}
+
+// shallowCopy is req with uri as its Request-URI, sharing req's header
+// values and body: a deep copy (sip.Request.Clone) was a tenth of the CPU
+// of a proxied call. Safe because nothing changes a header of a request
+// once it is being forwarded: prepare only adds, replaces and removes
+// headers of the copy, and sipgo's transaction layer only reads the ones
+// it copies (non-2xx ACK, CANCEL), building new ones where they differ.
+func shallowCopy(req *sip.Request, uri sip.Uri) *sip.Request {
+	out := sip.NewRequest(req.Method, uri) // copies the URI's parameters
+	out.SipVersion = req.SipVersion
+	for _, h := range req.Headers() {
+		out.AppendHeader(h)
+	}
+	out.SetBody(req.Body())
+	out.SetTransport(req.Transport())
+	out.SetSource(req.Source())
+	out.SetDestination(req.Destination())
+	out.Laddr = req.Laddr
 	return out
 }
 
