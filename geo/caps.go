@@ -25,7 +25,7 @@ func (s *Service) Capabilities() []cluster.Capability {
 		Name:      MetaCap,
 		NeedsSync: true,
 		Handle:    s.handleMeta,
-		Snapshot:  func() cluster.SnapshotReader { return s.reader(recMeta, 0, len(s.st.shards)) },
+		Snapshot:  func() cluster.SnapshotReader { return s.snapshot(recMeta) },
 		Apply:     func(from uint32, recs [][]byte) { s.apply(MetaCap, recs) },
 		Digest:    func() []uint64 { return s.digest(recMeta) },
 		Bucket:    func(i int) cluster.SnapshotReader { return s.reader(recMeta, i, i+1) },
@@ -42,7 +42,7 @@ func (s *Service) Capabilities() []cluster.Capability {
 			if !s.cfg.ReplicateContactsCrossRegion && to.Region != "" && to.Region != s.region {
 				return s.reader(recBind, 0, 0)
 			}
-			return s.reader(recBind, 0, len(s.st.shards))
+			return s.snapshot(recBind)
 		},
 		Donors: func(m cluster.NodeMeta) bool {
 			return s.cfg.ReplicateContactsCrossRegion || m.Region == s.region
@@ -235,14 +235,29 @@ func (s *Service) digest(kind uint8) []uint64 {
 	return d
 }
 
-// snapReader streams the records of shards [next, end), one shard encoded
-// at a time, so memory stays bounded by the largest shard.
+// snapReader streams the records of shards [next, end) an AoR at a time,
+// encoded into one buffer per Next call, so memory stays bounded by about
+// maxBytes. Each AoR is encoded under its shard's lock (a lookup or merge
+// never sees half of it); the snapshot as a whole is no cut in time, as
+// before: changes made after the sync began reach the new node as live
+// updates, held until its snapshot ends, and the merge rule makes the
+// overlap harmless.
 type snapReader struct {
-	s       *Service
-	kind    uint8
-	next    int
-	end     int
-	pending [][]byte
+	s      *Service
+	kind   uint8
+	next   int // next shard to list
+	end    int
+	cur    int         // shard of states
+	states []*aorState // cur's AoRs not yet encoded
+	list   []*aorState // states' backing array, reused for every shard
+	// reuse makes every Next encode into the same buffer: the records it
+	// returned before are dead by then. A snapshot reader may (the cluster
+	// copies a Next's records into its chunks before the next call); a
+	// bucket reader may not (anti-entropy gathers several calls' records
+	// into one frame). Without it, a 1M-binding snapshot wrote about
+	// 300 MB of fresh memory, a third of the donor's CPU in page faults.
+	reuse bool
+	buf   []byte
 }
 
 func (s *Service) reader(kind uint8, from, to int) *snapReader {
@@ -252,70 +267,92 @@ func (s *Service) reader(kind uint8, from, to int) *snapReader {
 	return &snapReader{s: s, kind: kind, next: from, end: to}
 }
 
+// snapshot is the reader of a whole snapshot, for one sync stream.
+func (s *Service) snapshot(kind uint8) *snapReader {
+	r := s.reader(kind, 0, len(s.st.shards))
+	r.reuse = true
+	return r
+}
+
+// recOverhead is the cluster's length prefix of each record in a chunk:
+// counting it keeps what one Next returns within one chunk (without it,
+// every other chunk carried only the few records left over).
+const recOverhead = 4
+
 func (r *snapReader) Next(dst [][]byte, maxBytes int) ([][]byte, bool) {
+	buf := r.buf[:0]
+	if !r.reuse || cap(buf) == 0 {
+		buf = make([]byte, 0, maxBytes)
+	}
 	n := 0
-	for n < maxBytes {
-		if len(r.pending) == 0 {
+	for {
+		if len(r.states) == 0 {
 			if r.next >= r.end {
-				return dst, true
+				break
 			}
-			r.pending = r.s.encodeShard(r.next, r.kind)
+			sh := &r.s.st.shards[r.next]
+			sh.mu.Lock()
+			r.list = sh.sorted(r.list[:0], r.s.inline)
+			sh.mu.Unlock()
+			r.states, r.cur = r.list, r.next
 			r.next++
 			continue
 		}
-		dst = append(dst, r.pending[0])
-		n += len(r.pending[0])
-		r.pending = r.pending[1:]
+		var full bool
+		dst, buf, n, full = r.encodeStates(dst, buf, n, maxBytes)
+		if full {
+			break
+		}
 	}
-	return dst, len(r.pending) == 0 && r.next >= r.end
+	if r.reuse {
+		r.buf = buf
+	}
+	return dst, len(r.states) == 0 && r.next >= r.end
 }
 
-func (s *Service) encodeShard(i int, kind uint8) [][]byte {
-	sh := &s.st.shards[i]
-	var w wire.Writer
-	var ends []int
+// encodeStates encodes the current shard's AoRs, whole, while they fit in
+// maxBytes (n bytes are already used); the first AoR of a call always
+// goes. full reports that the next one did not fit.
+func (r *snapReader) encodeStates(dst [][]byte, buf []byte, n, maxBytes int) ([][]byte, []byte, int, bool) {
+	sh := &r.s.st.shards[r.cur]
 	sh.mu.Lock()
-	sorted := sh.sorted(s.inline)
-	// Sized once: growing the buffer record by record copied the shard
-	// about twice over (most of a 1M-binding snapshot's allocation).
-	size, count := 0, 0
-	for _, st := range sorted {
-		if kind == recBind {
+	defer sh.mu.Unlock()
+	for len(r.states) > 0 {
+		st := r.states[0]
+		size, count := 0, 0
+		if r.kind == recBind {
 			for j := range st.binds {
 				size += bindSize(st.aor, &st.binds[j])
 			}
-			count += len(st.binds)
+			count = len(st.binds)
 		} else {
 			for j := range st.metas {
 				size += metaSize(st.aor, &st.metas[j])
 			}
-			count += len(st.metas)
+			count = len(st.metas)
 		}
-	}
-	w.B = make([]byte, 0, size)
-	// Fresh memory (a shard is about a megabyte with a million bindings):
-	// mapped in one call, not a fault per page as it is written.
-	wire.Prefault(w.B[:size])
-	ends = make([]int, 0, count)
-	for _, st := range sorted {
-		if kind == recBind {
-			for j := range st.binds {
+		need := size + recOverhead*count
+		if n > 0 && n+need > maxBytes {
+			return dst, buf, n, true
+		}
+		if size > cap(buf)-len(buf) {
+			// Only the first AoR of a call can get here (the buffer holds
+			// maxBytes): a bigger one gets a buffer of its own.
+			buf = make([]byte, 0, size)
+		}
+		w := wire.Writer{B: buf}
+		for j := 0; j < count; j++ {
+			at := len(w.B)
+			if r.kind == recBind {
 				encodeBind(&w, st.aor, &st.binds[j])
-				ends = append(ends, len(w.B))
-			}
-		} else {
-			for j := range st.metas {
+			} else {
 				encodeMeta(&w, st.aor, &st.metas[j])
-				ends = append(ends, len(w.B))
 			}
+			dst = append(dst, w.B[at:len(w.B):len(w.B)])
 		}
+		buf = w.B
+		n += need
+		r.states = r.states[1:]
 	}
-	sh.mu.Unlock()
-	out := make([][]byte, len(ends))
-	start := 0
-	for k, e := range ends {
-		out[k] = w.B[start:e:e]
-		start = e
-	}
-	return out
+	return dst, buf, n, false
 }

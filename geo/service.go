@@ -578,7 +578,7 @@ func (s *Service) reconcileHome(at int64) {
 		sh := &s.st.shards[i]
 		sh.mu.Lock()
 		var out []outRec
-		for _, st := range sh.sorted(s.inline) {
+		for _, st := range sh.sorted(nil, s.inline) {
 			has := st.meta(s.self) != nil
 			for j := range st.binds {
 				has = has || st.binds[j].home == s.self

@@ -66,16 +66,15 @@ func (sh *shard) state(aor string, create bool) *aorState {
 	return st
 }
 
-// sorted lists the shard's AoRs; in a fixed order when ordered, so that
+// sorted appends the shard's AoRs to out; in a fixed order when ordered, so that
 // what is built from them (snapshots, republished metadata) does not
 // depend on map order: a simulation seed then replays exactly. Nothing
 // else needs an order (every merge is order-free), and sorting was a good
 // part of a 1M-binding snapshot's cost, so a real node does not. The
 // order is by a hash of the AoR (then the AoR): comparing strings that
 // share their first bytes through a pointer each cost more.
-func (sh *shard) sorted(ordered bool) []*aorState {
+func (sh *shard) sorted(out []*aorState, ordered bool) []*aorState {
 	if !ordered {
-		out := make([]*aorState, 0, len(sh.aors))
 		for _, st := range sh.aors {
 			out = append(out, st)
 		}
@@ -95,9 +94,8 @@ func (sh *shard) sorted(ordered bool) []*aorState {
 		}
 		return strings.Compare(a.st.aor, b.st.aor)
 	})
-	out := make([]*aorState, len(ks))
 	for i := range ks {
-		out[i] = ks[i].st
+		out = append(out, ks[i].st)
 	}
 	return out
 }
