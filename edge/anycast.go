@@ -334,13 +334,12 @@ func (s *Server) leaveTx() { s.handlers.Done() }
 // of its own addresses, so it must not leave from the anycast address
 // every node holds, but from this node's own. Elsewhere sock is kept (a
 // carrier may accept only the anycast address).
-func (s *Server) towardPeer(fwd *sip.Request, sock *socket) *socket {
+func (s *Server) towardPeer(next *sip.Uri, sock *socket) *socket {
 	r := s.hooks.TxRelay
-	rt := fwd.Route()
-	if r == nil || rt == nil {
+	if r == nil || next == nil {
 		return sock
 	}
-	a, err := netip.ParseAddr(strings.Trim(rt.Address.Host, "[]"))
+	a, err := netip.ParseAddr(strings.Trim(next.Host, "[]"))
 	if err != nil || !r.IsPeer(a.Unmap()) {
 		return sock
 	}

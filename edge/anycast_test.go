@@ -533,10 +533,10 @@ func TestTowardPeerLeavesFromOwnAddress(t *testing.T) {
 	}, WithNodeID(1), WithHooks(Hooks{TxRelay: relay}))
 	shared, own := f.srv.sockets[0], f.srv.sockets[1]
 	relay.self = own.ap.String()
-	route := func(host string) *sip.Request {
-		return parseReq(t, "BYE sip:bob@198.18.0.9 SIP/2.0\nVia: SIP/2.0/UDP 198.18.0.8;branch=z9hG4bK-x\n"+
+	route := func(host string) *sip.Uri { // the next hop's Route
+		return &parseReq(t, "BYE sip:bob@198.18.0.9 SIP/2.0\nVia: SIP/2.0/UDP 198.18.0.8;branch=z9hG4bK-x\n"+
 			"Route: <sip:"+host+":5060;lr>\nFrom: <sip:a@example.com>;tag=1\nTo: <sip:b@example.com>;tag=2\n"+
-			"Call-ID: c\nCSeq: 2 BYE\nMax-Forwards: 70\nContent-Length: 0\n\n")
+			"Call-ID: c\nCSeq: 2 BYE\nMax-Forwards: 70\nContent-Length: 0\n\n").Route().Address
 	}
 	if got := f.srv.towardPeer(route("127.0.0.3"), shared); got != own {
 		t.Errorf("to a peer: socket %s, want the node's own %s", got.ap, own.ap)

@@ -12,7 +12,7 @@ import (
 // dialogRoute is where an in-dialog request goes after our Routes are
 // popped (RFC 3261 §16.4 and §16.12).
 type dialogRoute struct {
-	fwd    *sip.Request // our copy, Routes popped
+	fwd    *sip.Request // the request to forward: target.Pop Routes of ours lead it
 	target proxy.Target
 	// byURI: no route of ours was on it; a trusted peer has us relay it
 	// along its Request-URI.
@@ -22,13 +22,26 @@ type dialogRoute struct {
 // routeInDialog preprocesses the routes of an in-dialog request (or an ACK)
 // and decides its next hop; ok is false when we must not relay it: it is
 // not on a route set of ours, or the route's signature is wrong and the
-// sender is not trusted. The copy keeps the original untouched, since
-// sipgo reads it concurrently (for its automatic responses).
+// sender is not trusted. The request itself is left untouched, since
+// sipgo reads it concurrently (for its automatic responses): our Routes
+// are counted here and left off the branch's copy (Target.Pop).
 func (s *Server) routeInDialog(r *request) (dialogRoute, bool) {
-	fwd := r.req.Clone()
-	popped := s.px.PopRoutes(fwd)
+	fwd := r.req
+	pop, last, next, strict := s.px.OwnRoutes(fwd)
+	if strict {
+		// The previous hop strict-routed to us (rare): rewrite a copy.
+		fwd = fwd.Clone()
+		popped := s.px.PopRoutes(fwd)
+		pop, last, next = 0, nil, nil
+		if len(popped) > 0 {
+			last = &popped[len(popped)-1]
+		}
+		if rt := fwd.Route(); rt != nil {
+			next = &rt.Address
+		}
+	}
 	trusted := s.isTrusted(r.src)
-	if len(popped) == 0 {
+	if last == nil {
 		// Not through our Record-Route: only trusted peers may have us
 		// relay along the Request-URI.
 		if !trusted {
@@ -36,7 +49,6 @@ func (s *Server) routeInDialog(r *request) (dialogRoute, bool) {
 		}
 		return dialogRoute{fwd: fwd, target: proxy.Target{URI: fwd.Recipient, Socket: r.in.ps}, byURI: true}, true
 	}
-	last := popped[len(popped)-1]
 	params := last.UriParams
 	ftag, _ := params.Get(rrFromTag)
 	if !trusted {
@@ -45,7 +57,7 @@ func (s *Server) routeInDialog(r *request) (dialogRoute, bool) {
 			return dialogRoute{}, false
 		}
 	}
-	out := s.px.SocketFor(&last)
+	out := s.px.SocketFor(last)
 	var sock *socket
 	for _, so := range s.sockets {
 		if so.ps == out {
@@ -55,9 +67,9 @@ func (s *Server) routeInDialog(r *request) (dialogRoute, bool) {
 	if sock == nil {
 		sock = r.in
 	}
-	sock = s.towardPeer(fwd, sock) // anycast.go
-	t := proxy.Target{URI: fwd.Recipient, Socket: sock.ps}
-	if fwd.Route() == nil {
+	sock = s.towardPeer(next, sock) // anycast.go
+	t := proxy.Target{URI: fwd.Recipient, Socket: sock.ps, Pop: pop}
+	if next == nil {
 		// The next hop is the remote target itself: use its NAT flow when
 		// we recorded one. From the caller (its from-tag) the request goes
 		// to the callee, else to the caller.

@@ -106,6 +106,9 @@ type Target struct {
 	// Headers replace same-named headers on this branch only (the relay
 	// mark for a request sent on to a binding's home node).
 	Headers []sip.Header
+	// Pop is the number of leading Route headers of the request that name
+	// us (Proxy.OwnRoutes): they are left off the copy (RFC 3261 §16.4).
+	Pop int
 }
 
 // Plan says how one request is forwarded.
@@ -176,6 +179,9 @@ func nextHop(req *sip.Request, transport string) string {
 // prepare builds the copy of req sent on one branch (RFC 3261 §16.6).
 func (p *Proxy) prepare(req *sip.Request, t Target, plan Plan, branch string) *sip.Request {
 	out := shallowCopy(req, t.URI)
+	for range t.Pop {
+		out.RemoveHeader("Route")
+	}
 	// The copy shares the Max-Forwards header with the original: replace
 	// it, never decrement it in place.
 	if mf := out.MaxForwards(); mf != nil {

@@ -109,6 +109,18 @@ func TestPopRoutes(t *testing.T) {
 	req.AppendHeader(sip.NewHeader("Route", "<sip:core.example.net;lr>"))
 	m, _ := sip.ParseMessage([]byte(req.String()))
 	req = m.(*sip.Request)
+	// OwnRoutes reads what PopRoutes removes, and a branch leaves it off.
+	n, last, next, strictly := p.OwnRoutes(req)
+	if n != 2 || strictly || p.SocketFor(last) != tcp || next == nil || next.Host != "core.example.net" {
+		t.Fatalf("OwnRoutes: %d, last %v, next %v, strict %v", n, last, next, strictly)
+	}
+	out := p.prepare(req, Target{URI: req.Recipient, Socket: udp, Pop: n}, Plan{}, "z9hG4bK-t3")
+	if rs := out.GetHeaders("Route"); len(rs) != 1 || rs[0].(*sip.RouteHeader).Address.Host != "core.example.net" {
+		t.Fatalf("branch routes %v", rs)
+	}
+	if len(req.GetHeaders("Route")) != 3 {
+		t.Fatal("the inbound request lost its routes")
+	}
 	popped := p.PopRoutes(req)
 	if len(popped) != 2 {
 		t.Fatalf("popped %d, want our two", len(popped))
@@ -123,6 +135,9 @@ func TestPopRoutes(t *testing.T) {
 	strict := inbound(t, sip.BYE)
 	strict.Recipient = sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: 5060, UriParams: sip.HeaderParams{{K: "transport", V: "udp"}, {K: "lr", V: ""}}}
 	strict.AppendHeader(&sip.RouteHeader{Address: sip.Uri{Scheme: "sip", User: "bob", Host: "192.0.2.9"}})
+	if _, _, _, strictly := p.OwnRoutes(strict); !strictly {
+		t.Fatal("OwnRoutes missed the strict router")
+	}
 	p.PopRoutes(strict)
 	if strict.Recipient.Host != "192.0.2.9" || strict.Route() != nil {
 		t.Fatalf("strict fix-up: R-URI %s, route %v", strict.Recipient.String(), strict.Route())

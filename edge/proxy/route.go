@@ -49,6 +49,29 @@ func (p *Proxy) PopRoutes(req *sip.Request) []sip.Uri {
 	}
 }
 
+// OwnRoutes reads what PopRoutes would remove without changing req: the
+// number of leading Routes naming us, the last of them (nil when none)
+// and the Route after them (nil when none). strict is true when the
+// Request-URI is one of our Record-Route URIs (the previous hop was a
+// strict router): only PopRoutes on a copy can rewrite that request.
+func (p *Proxy) OwnRoutes(req *sip.Request) (n int, last, next *sip.Uri, strict bool) {
+	if _, lr := req.Recipient.UriParams.Get("lr"); lr && p.SocketFor(&req.Recipient) != nil && req.Route() != nil {
+		return 0, nil, nil, true
+	}
+	for _, h := range req.GetHeaders("Route") {
+		r, ok := h.(*sip.RouteHeader)
+		if !ok {
+			return n, last, nil, false
+		}
+		if p.SocketFor(&r.Address) == nil {
+			return n, last, &r.Address, false
+		}
+		n++
+		last = &r.Address
+	}
+	return n, last, nil, false
+}
+
 // removeLast removes the last header called name.
 func removeLast(req *sip.Request, name string) {
 	hs := req.GetHeaders(name)
