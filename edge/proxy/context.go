@@ -23,7 +23,10 @@ type responseContext struct {
 	cancelCh chan struct{}
 	quit     chan struct{}
 
-	branches  []*branch
+	branches []*branch
+	// inline is the one branch whose transaction the loop reads itself,
+	// without a watch goroutine: usually the only one.
+	inline    *branch
 	group     int
 	final     *sip.Response // sent upstream
 	finalSent bool
@@ -66,7 +69,7 @@ func newResponseContext(p *Proxy, ctx context.Context, req *sip.Request, stx sip
 	return &responseContext{
 		p: p, ctx: ctx, in: req, stx: stx, plan: plan,
 		invite:   req.IsInvite(),
-		events:   make(chan event, 16),
+		events:   make(chan event, 4),
 		cancelCh: make(chan struct{}, 1),
 		quit:     make(chan struct{}),
 	}
@@ -75,6 +78,7 @@ func newResponseContext(p *Proxy, ctx context.Context, req *sip.Request, stx sip
 func (rc *responseContext) run() *sip.Response {
 	defer close(rc.quit)
 	defer rc.stopTimers()
+	defer rc.handOff()
 	if rc.invite {
 		// Called by sipgo inside the server transaction's state machine,
 		// which then answers 487 itself: only signal the loop here.
@@ -91,7 +95,23 @@ func (rc *responseContext) run() *sip.Response {
 	rc.startGroup(0)
 	rc.progress()
 	for !rc.done() {
+		// The inline branch's channels; nil (never ready) without one.
+		var responses <-chan *sip.Response
+		var ended <-chan struct{}
+		if b := rc.inline; b != nil {
+			responses, ended = b.tx.Responses(), b.tx.Done()
+		}
 		select {
+		case res := <-responses:
+			b := rc.inline
+			if res.StatusCode >= 200 {
+				rc.inline = nil // as a watcher returns after a final response
+			}
+			rc.handle(event{b: b, kind: evResponse, res: res})
+		case <-ended:
+			b := rc.inline
+			rc.inline = nil
+			rc.handle(event{b: b, kind: evEnded, err: b.tx.Err()})
 		case ev := <-rc.events:
 			rc.handle(ev)
 		case <-rc.cancelCh:
@@ -183,12 +203,29 @@ func (rc *responseContext) send(b *branch) {
 		})
 	}
 	rc.arm(b, rc.p.cfg.NoResponseTimeout)
+	if rc.inline == nil {
+		// Read by the loop itself: a goroutine and a channel hop less per
+		// forwarded request in the usual case of one branch at a time.
+		rc.inline = b
+		return
+	}
 	rc.p.wg.Add(1)
 	go rc.watch(b, tx)
 }
 
+// handOff gives a still open inline branch a watcher when the loop ends
+// before it (a non-INVITE answered by another fork): sipgo blocks passing
+// a response up until somebody reads it.
+func (rc *responseContext) handOff() {
+	if b := rc.inline; b != nil {
+		rc.inline = nil
+		rc.p.wg.Add(1)
+		go rc.watch(b, b.tx)
+	}
+}
+
 // watch relays one client transaction's responses to the loop until its
-// final response or its end.
+// final response or its end, for a branch other than the inline one.
 func (rc *responseContext) watch(b *branch, tx sip.ClientTransaction) {
 	defer rc.p.wg.Done()
 	for {
