@@ -60,6 +60,11 @@ type Config struct {
 	// AntiEntropyInterval is the period of digest exchanges with a random
 	// synced peer. Partition heals trigger one at once. Default 30 s.
 	AntiEntropyInterval time.Duration `yaml:"anti_entropy_interval"`
+	// AntiEntropyBytes bounds the records one anti-entropy round sends
+	// to a peer; a larger divergence (a long partition) is repaired in
+	// further rounds 250 ms apart, so that neither node's loop stalls
+	// past the heartbeat dead time. Default 4 MiB.
+	AntiEntropyBytes int `yaml:"anti_entropy_bytes"`
 	// SyncChunkBytes bounds one snapshot chunk. Default 64 KiB.
 	SyncChunkBytes int `yaml:"sync_chunk_bytes"`
 	// SyncWindow is how many chunks a donor sends ahead of acks. Default 16.
@@ -181,6 +186,12 @@ func (c *Config) Validate() error {
 	}
 	if c.SyncChunkBytes == 0 {
 		c.SyncChunkBytes = 64 << 10
+	}
+	if c.AntiEntropyBytes == 0 {
+		c.AntiEntropyBytes = 4 << 20
+	}
+	if c.AntiEntropyBytes < c.SyncChunkBytes || c.AntiEntropyBytes > 1<<30 {
+		return bad("anti_entropy_bytes", "must be sync_chunk_bytes..1073741824")
 	}
 	if c.SyncChunkBytes < 1024 || c.SyncChunkBytes > 512<<10 {
 		return bad("sync_chunk_bytes", "must be 1024..524288")

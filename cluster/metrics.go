@@ -30,6 +30,7 @@ type metrics struct {
 	linksDead    prometheus.Counter
 	probes       prometheus.Counter
 	probesFailed prometheus.Counter
+	aeTruncated  prometheus.Counter
 	syncState    *prometheus.GaugeVec
 	syncRecords  *prometheus.GaugeVec
 	repairs      *prometheus.GaugeVec
@@ -69,6 +70,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		linksDead:    c("links_dead_total", "Direct links declared dead because the peer went silent (heartbeat timeout or failed probe)."),
 		probes:       c("link_probes_total", "Links probed at once because another link to the same peer, or another of this node's links, died."),
 		probesFailed: c("link_probes_failed_total", "Probed links declared dead because the peer did not answer in time."),
+		aeTruncated:  c("anti_entropy_truncated_total", "Anti-entropy rounds cut at anti_entropy_bytes; another round with the same peer follows 250 ms later."),
 		syncState:    g("capability_sync_state", "1 for the capability's current sync state.", "cap", "state"),
 		syncRecords:  g("capability_sync_records", "Records received by the current or last sync.", "cap"),
 		repairs:      g("capability_repaired_records", "Records received through anti-entropy.", "cap"),
@@ -77,7 +79,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	if reg != nil {
 		for _, col := range []prometheus.Collector{m.nodes, m.nodeUp, m.nodeDirect, m.rtt, m.links, m.framesSent, m.framesRecv,
-			m.bytesSent, m.bytesRecv, m.authFailures, m.badFrames, m.refused, m.sendDropped, m.forwarded, m.noRoute, m.linksDead, m.probes, m.probesFailed,
+			m.bytesSent, m.bytesRecv, m.authFailures, m.badFrames, m.refused, m.sendDropped, m.forwarded, m.noRoute, m.linksDead, m.probes, m.probesFailed, m.aeTruncated,
 			m.syncState, m.syncRecords, m.repairs, m.tagOwner, m.tagActive} {
 			reg.MustRegister(col)
 		}
@@ -176,5 +178,6 @@ func (m *metrics) observe(n *Node) {
 	m.noRoute.Add(float64(s.NoRoute - m.last.NoRoute))
 	m.probes.Add(float64(s.Probes - m.last.Probes))
 	m.probesFailed.Add(float64(s.ProbesFailed - m.last.ProbesFailed))
+	m.aeTruncated.Add(float64(s.AntiEntropyTruncated - m.last.AntiEntropyTruncated))
 	m.last = s
 }

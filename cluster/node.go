@@ -169,6 +169,7 @@ func (n *Node) coreConfig() core.Config {
 		WANOnly:             c.Profile == "wan",
 		SeedSyncDelay:       c.SeedSyncDelay,
 		AntiEntropyInterval: c.AntiEntropyInterval,
+		AntiEntropyBytes:    c.AntiEntropyBytes,
 		SyncTimeout:         c.SyncTimeout,
 		SyncChunkBytes:      c.SyncChunkBytes,
 		SyncWindow:          c.SyncWindow,

@@ -1,6 +1,9 @@
 package core
 
 import (
+	"slices"
+	"time"
+
 	"github.com/anyedge/anyedge/cluster/wire"
 )
 
@@ -9,6 +12,16 @@ import (
 // ours. Both sides merge with the capability's rule, so both converge. It
 // runs on a timer against a random synced peer, and at once towards a node
 // that comes back after being unreachable (a healed partition).
+//
+// A round sends at most AntiEntropyBytes of records (whole buckets, from a
+// random first bucket): after a partition nearly every bucket differs, and
+// sending them all at once held both loops for seconds, past the
+// heartbeat dead time, so the link died, healed, and the exchange began
+// again. A truncated round schedules the next one with that peer
+// aeFollowUp later, until the digests agree.
+
+// aeFollowUp spaces the rounds of a repair too large for one.
+const aeFollowUp = 250 * time.Millisecond
 
 func (c *Core) aeReady(name string, peer NodeID) bool {
 	cs := c.caps[name]
@@ -44,6 +57,22 @@ func (c *Core) scheduleHeal(peer NodeID) {
 func (c *Core) AntiEntropy(peer NodeID) { c.scheduleHeal(peer) }
 
 func (c *Core) tickAntiEntropy() {
+	if len(c.aeAgain) > 0 {
+		peers := make([]NodeID, 0, len(c.aeAgain))
+		for p := range c.aeAgain {
+			peers = append(peers, p)
+		}
+		slices.Sort(peers) // deterministic
+		for _, p := range peers {
+			if c.now.Before(c.aeAgain[p]) {
+				continue
+			}
+			delete(c.aeAgain, p)
+			if c.up[p] {
+				c.scheduleHeal(p)
+			}
+		}
+	}
 	if c.now.Sub(c.lastAE) < c.cfg.AntiEntropyInterval {
 		return
 	}
@@ -88,7 +117,15 @@ func (c *Core) onAntiEntropy(f *wire.Frame, r *wire.Reader) {
 		if len(diff) == 0 {
 			return
 		}
-		c.sendBuckets(name, cs, f.Src, diff)
+		// From a random bucket, so truncated rounds do not favour the
+		// first ones.
+		k := c.rnd.Intn(len(diff))
+		diff = append(diff[k:], diff[:k]...)
+		if sent := c.sendBuckets(name, cs, f.Src, diff); sent < len(diff) {
+			diff = diff[:sent]
+			c.aeAgain[f.Src] = c.now.Add(aeFollowUp)
+			c.stats.AntiEntropyTruncated++
+		}
 		var w wire.Writer
 		w.String(name)
 		w.U32(uint32(len(diff)))
@@ -103,7 +140,10 @@ func (c *Core) onAntiEntropy(f *wire.Frame, r *wire.Reader) {
 			buckets = append(buckets, r.U32())
 		}
 		if r.Err == nil {
-			c.sendBuckets(name, cs, f.Src, buckets)
+			if sent := c.sendBuckets(name, cs, f.Src, buckets); sent < len(buckets) {
+				c.aeAgain[f.Src] = c.now.Add(aeFollowUp)
+				c.stats.AntiEntropyTruncated++
+			}
 		}
 	case wire.MsgDelta:
 		n := r.Count(4)
@@ -118,8 +158,10 @@ func (c *Core) onAntiEntropy(f *wire.Frame, r *wire.Reader) {
 	}
 }
 
-// sendBuckets streams the records of the given buckets in bounded frames.
-func (c *Core) sendBuckets(name string, cs *capState, to NodeID, buckets []uint32) {
+// sendBuckets streams the records of the given buckets in bounded frames,
+// and stops starting buckets once AntiEntropyBytes are sent. It returns
+// how many buckets it sent (at least one when there is one).
+func (c *Core) sendBuckets(name string, cs *capState, to NodeID, buckets []uint32) int {
 	ndig := len(cs.spec.Digest())
 	var recs [][]byte
 	size := 0
@@ -136,7 +178,12 @@ func (c *Core) sendBuckets(name string, cs *capState, to NodeID, buckets []uint3
 		c.route(c.sysFrame(wire.MsgDelta, to, w.B))
 		recs, size = recs[:0], 0
 	}
-	for _, b := range buckets {
+	total := 0
+	for i, b := range buckets {
+		if i > 0 && total >= c.cfg.AntiEntropyBytes {
+			flush()
+			return i
+		}
 		if int(b) >= ndig {
 			continue
 		}
@@ -146,6 +193,7 @@ func (c *Core) sendBuckets(name string, cs *capState, to NodeID, buckets []uint3
 			for _, rec := range more {
 				recs = append(recs, rec)
 				size += len(rec) + 4
+				total += len(rec) + 4
 				if size >= c.cfg.SyncChunkBytes {
 					flush()
 				}
@@ -156,4 +204,5 @@ func (c *Core) sendBuckets(name string, cs *capState, to NodeID, buckets []uint3
 		}
 	}
 	flush()
+	return len(buckets)
 }

@@ -105,3 +105,49 @@ func TestAntiEntropyPeriodic(t *testing.T) {
 		}
 	}
 }
+
+// A divergence larger than AntiEntropyBytes is repaired over several
+// bounded rounds rather than in one burst; it still converges, and the
+// first round alone does not carry everything.
+func TestAntiEntropyBoundedRounds(t *testing.T) {
+	s := aePair(t, time.Hour)
+	for _, id := range s.ids {
+		s.nodes[id].core.cfg.AntiEntropyBytes = 2 << 10
+	}
+	e := mkEdge(1, 2)
+	s.cut[e] = true
+	if err := s.eventually(3*time.Second, func() error {
+		if s.nodes[1].core.IsUp(2) || s.nodes[2].core.IsUp(1) {
+			return fmt.Errorf("still up across the cut")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2000 // about 125 per bucket, over 16 buckets
+	for i := range n {
+		writeLocal(s, 1, fmt.Sprintf("k%d", i), uint64(i))
+	}
+	delete(s.cut, e)
+	if err := s.eventually(3*time.Second, func() error {
+		if !s.nodes[1].core.IsUp(2) || !s.nodes[2].core.IsUp(1) {
+			return fmt.Errorf("not up again")
+		}
+		if r := capInfo(s.nodes[2].core, "kv").Repairs; r == 0 {
+			return fmt.Errorf("no repair yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if r := capInfo(s.nodes[2].core, "kv").Repairs; r >= n {
+		t.Fatalf("the first round carried %d of %d records: not bounded", r, n)
+	}
+	if err := s.eventually(10*time.Second, func() error { return kvEqual(s) }); err != nil {
+		t.Fatalf("10 s after the heal: %v", err)
+	}
+	trunc := s.nodes[1].core.Stats().AntiEntropyTruncated + s.nodes[2].core.Stats().AntiEntropyTruncated
+	if trunc < 2 {
+		t.Fatalf("%d truncated rounds: the repair was not spread", trunc)
+	}
+}

@@ -35,6 +35,9 @@ type Stats struct {
 	LinksDead    uint64 // links declared dead by the heartbeat or a probe
 	Probes       uint64 // links probed because a neighbour's link died
 	ProbesFailed uint64 // of those, links declared dead by the probe
+	// AntiEntropyTruncated counts anti-entropy rounds cut at
+	// AntiEntropyBytes (another round follows).
+	AntiEntropyTruncated uint64
 }
 
 // Core is one node's cluster state machine. It is not safe for concurrent
@@ -73,6 +76,7 @@ type Core struct {
 	streams  map[uint64]*outStream // donor side, by request id
 	reqSeq   uint64
 	lastAE   time.Time
+	aeAgain  map[NodeID]time.Time // truncated rounds: the next one's time, by peer
 
 	out   Ready
 	stats Stats
@@ -101,6 +105,7 @@ func New(cfg Config, now time.Time) *Core {
 		caps:      map[string]*capState{},
 		streams:   map[uint64]*outStream{},
 		lastAE:    now,
+		aeAgain:   map[NodeID]time.Time{},
 	}
 	c.cfg.Self.Synced = nil
 	for _, t := range cfg.Tags {

@@ -131,7 +131,10 @@ func (s SyncState) String() string {
 
 // SnapshotReader streams a capability's records. Next appends records to
 // dst until about maxBytes have been added or the data ends; done reports
-// the end. Records are opaque to the cluster.
+// the end. Records are opaque to the cluster. A sync stream (Snapshot,
+// SnapshotFor) copies one Next's records into its chunks before it calls
+// Next again, so such a reader may reuse their memory; Bucket's records
+// must stay valid (anti-entropy gathers several calls' into one frame).
 type SnapshotReader interface {
 	Next(dst [][]byte, maxBytes int) (recs [][]byte, done bool)
 }
@@ -162,6 +165,11 @@ type Capability struct {
 	// capability's merge rule makes it idempotent: a record seen twice, or
 	// older than what is held, changes nothing.
 	Apply func(from NodeID, recs [][]byte)
+	// Settle (optional) is called when a snapshot ends, before the
+	// capability counts as synced and its held updates are handed to
+	// Handle: an Apply that hands the records to another goroutine waits
+	// here until they are applied. It may block for that long.
+	Settle func()
 	// Digest (optional, enables anti-entropy) returns one hash per bucket.
 	// Every node must use the same bucket count for a capability.
 	Digest func() []uint64
@@ -228,9 +236,14 @@ type Config struct {
 	WANOnly             bool
 	SeedSyncDelay       time.Duration
 	AntiEntropyInterval time.Duration
-	SyncTimeout         time.Duration
-	SyncChunkBytes      int
-	SyncWindow          int
+	// AntiEntropyBytes bounds the records one anti-entropy round sends
+	// (whole buckets, at least one): a large divergence is repaired over
+	// several rounds AntiEntropyFollowUp apart, not in one burst that
+	// would hold the loop (and the peer's) past the heartbeat dead time.
+	AntiEntropyBytes int
+	SyncTimeout      time.Duration
+	SyncChunkBytes   int
+	SyncWindow       int
 	// LSARefresh re-floods the node's own LSA (with fresh RTTs) this often.
 	LSARefresh time.Duration
 	// MaxBuffered bounds live updates held during a sync; past it the
@@ -275,6 +288,9 @@ func (c *Config) fill() {
 	}
 	if c.AntiEntropyInterval == 0 {
 		c.AntiEntropyInterval = 30 * time.Second
+	}
+	if c.AntiEntropyBytes == 0 {
+		c.AntiEntropyBytes = 4 << 20
 	}
 	if c.SyncTimeout == 0 {
 		c.SyncTimeout = 5 * time.Second
