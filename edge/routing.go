@@ -1,12 +1,15 @@
 package edge
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"hash"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -306,9 +309,28 @@ func (s *Server) rrParams(r *request) sip.HeaderParams {
 // sign binds a Record-Route to its dialog (Call-ID and from-tag) with the
 // node's key: a forged or borrowed Route does not make us relay.
 func (s *Server) sign(callID, ftag string) string {
-	m := hmac.New(sha256.New, s.rrKey)
-	m.Write([]byte(callID))
-	m.Write([]byte{0})
-	m.Write([]byte(ftag))
-	return hex.EncodeToString(m.Sum(nil)[:8])
+	g, _ := signers.Get().(*signer)
+	if g == nil || !bytes.Equal(g.key, s.rrKey) {
+		g = &signer{key: s.rrKey, h: hmac.New(sha256.New, s.rrKey)}
+	} else {
+		g.h.Reset()
+	}
+	g.buf = append(append(append(g.buf[:0], callID...), 0), ftag...)
+	g.h.Write(g.buf)
+	sig := hex.EncodeToString(g.h.Sum(g.sum[:0])[:8])
+	signers.Put(g)
+	return sig
+}
+
+// signers are keyed HMACs kept for sign, which runs for every INVITE,
+// ACK and BYE: hmac.New allocates and keys two SHA-256 states each time.
+// A pooled one is used only with the key it was made with (each server
+// of a process has its own).
+var signers sync.Pool
+
+type signer struct {
+	key []byte
+	h   hash.Hash
+	buf []byte
+	sum [sha256.Size]byte
 }
