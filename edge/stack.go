@@ -197,6 +197,21 @@ func (s *Server) socketFor(transport, dest string) *socket {
 // (the listener itself for UDP) that received from it.
 func (s *Server) inSocket(req *sip.Request) *socket {
 	transport := strings.ToLower(req.Transport())
+	// The only listener of the transport needs no lookup, which costs a
+	// pool lock and a formatted address per request.
+	var only *socket
+	for _, sock := range s.sockets {
+		if sock.cfg.Transport == transport {
+			if only != nil {
+				only = nil
+				break
+			}
+			only = sock
+		}
+	}
+	if only != nil {
+		return only
+	}
 	if c, err := s.tp.GetConnection(transport, req.Source()); err == nil {
 		local := c.LocalAddr().String()
 		_, _ = c.TryClose()

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
-	"hash/fnv"
 	"strconv"
 	"strings"
 
@@ -76,30 +75,56 @@ func writeHex32(b *strings.Builder, v uint32) {
 // is a spiral (for example a call forwarded back to us by the core with a
 // new Request-URI), which is allowed.
 func LoopHash(req *sip.Request) uint32 {
-	h := fnv.New32a()
-	w := func(s string) {
-		_, _ = h.Write([]byte(s))
-		_, _ = h.Write([]byte{0})
-	}
-	w(req.Recipient.String())
+	// FNV-1a over each field and a 0 after it, computed in place: the
+	// hash of every INVITE, ACK and BYE cost a few allocations with
+	// hash/fnv and a formatted URI.
+	h := loopHasher{h: fnvOffset32}
+	req.Recipient.StringWrite(&h)
+	h.end()
 	if f := req.From(); f != nil {
 		t, _ := f.Params.Get("tag")
-		w(t)
+		h.field(t)
 	}
 	if t := req.To(); t != nil {
 		tag, _ := t.Params.Get("tag")
-		w(tag)
+		h.field(tag)
 	}
 	if c := req.CallID(); c != nil {
-		w(c.Value())
+		h.field(c.Value())
 	}
 	if cs := req.CSeq(); cs != nil {
-		w(strconv.FormatUint(uint64(cs.SeqNo), 10))
+		var b [20]byte
+		h.field(string(strconv.AppendUint(b[:0], uint64(cs.SeqNo), 10)))
 	}
 	for _, pr := range req.GetHeaders("Proxy-Require") {
-		w(pr.Value())
+		h.field(pr.Value())
 	}
-	return h.Sum32()
+	return h.h
+}
+
+const (
+	fnvOffset32 = 2166136261
+	fnvPrime32  = 16777619
+)
+
+// loopHasher is 32-bit FNV-1a, the hash/fnv algorithm, as an
+// io.StringWriter.
+type loopHasher struct{ h uint32 }
+
+func (l *loopHasher) WriteString(s string) (int, error) {
+	for i := 0; i < len(s); i++ {
+		l.h ^= uint32(s[i])
+		l.h *= fnvPrime32
+	}
+	return len(s), nil
+}
+
+// end writes the 0 that ends a field.
+func (l *loopHasher) end() { l.h *= fnvPrime32 }
+
+func (l *loopHasher) field(s string) {
+	_, _ = l.WriteString(s)
+	l.end()
 }
 
 // Owner returns the node named by the branch of v when v is a Via of ours:

@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"context"
+	"net/netip"
+	"strings"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -35,9 +37,7 @@ func (p *Proxy) sendCancel(inv *sip.Request) {
 // responses: CANCEL and the BYE of a teardown, whose outcome changes
 // nothing for us.
 func (p *Proxy) fireAndDrain(req *sip.Request) {
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.NoResponseTimeout)
-	tx, err := p.tp.Request(ctx, req)
-	cancel()
+	tx, err := p.request(req)
 	if err != nil {
 		p.log.Debug("send failed", "method", req.Method, "dest", req.Destination(), "error", err)
 		return
@@ -53,6 +53,20 @@ func (p *Proxy) fireAndDrain(req *sip.Request) {
 			}
 		}
 	}()
+}
+
+// request starts a client transaction for req. Connecting (a stream
+// transport) or resolving a name is bounded by the no-response timeout;
+// UDP to an address needs neither, nor the timer of a deadline.
+func (p *Proxy) request(req *sip.Request) (sip.ClientTransaction, error) {
+	if strings.EqualFold(req.Transport(), "udp") {
+		if _, err := netip.ParseAddrPort(req.Destination()); err == nil {
+			return p.tp.Request(context.Background(), req)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.NoResponseTimeout)
+	defer cancel()
+	return p.tp.Request(ctx, req)
 }
 
 func copyHeaders(dst, src *sip.Request, names ...string) {

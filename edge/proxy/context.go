@@ -181,9 +181,7 @@ func (rc *responseContext) startGroup(g int) {
 // send starts the client transaction of a branch.
 func (rc *responseContext) send(b *branch) {
 	b.req = rc.p.prepare(rc.in, b.t, rc.plan, Branch(rc.p.cfg.Node, rc.plan.Loop, ""))
-	ctx, cancel := context.WithTimeout(context.Background(), rc.p.cfg.NoResponseTimeout)
-	tx, err := rc.p.tp.Request(ctx, b.req)
-	cancel()
+	tx, err := rc.p.request(b.req)
 	if err != nil {
 		rc.p.log.Debug("branch send failed", "dest", b.req.Destination(), "error", err)
 		rc.decideLocal(b, rc.plan.FailCode)
