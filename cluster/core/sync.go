@@ -220,6 +220,9 @@ func (c *Core) abortSync(name string, cs *capState, tell bool) {
 }
 
 func (c *Core) finishSync(name string, cs *capState) {
+	if cs.spec.Settle != nil {
+		cs.spec.Settle()
+	}
 	held := cs.held
 	cs.held = nil
 	cs.donor = 0

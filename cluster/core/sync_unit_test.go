@@ -647,3 +647,46 @@ func TestSyncSeedRuleWaitsLongerAfterALostDonor(t *testing.T) {
 		t.Fatalf("still %v %v after losing its donor for good", stateOf(r, "log"), l.now.Sub(pending))
 	}
 }
+
+// Settle runs once the last chunk is applied, while the capability still
+// counts as syncing, and before the held live updates: a capability that
+// applies in the background finishes there.
+func TestSyncSettlesBeforeSyncedAndHeldUpdates(t *testing.T) {
+	l := newLab(t)
+	donor := newLogCap("log", 40, fixedSize(50))
+	d := l.add(syncConfig(1, "r1"), donor.capability(false))
+	rcv := &logCap{name: "log"}
+	cp := rcv.capability(true)
+	var r *Core
+	var settledIn []SyncState
+	cp.Settle = func() {
+		settledIn = append(settledIn, stateOf(r, "log"))
+		rcv.trail = append(rcv.trail, "settle")
+	}
+	r = l.add(syncConfig(2, "r1"), cp)
+	l.hold = isChunk
+	l.link(1, 2)
+	l.settle()
+	l.tick(20 * time.Millisecond)
+	sent := false
+	for l.release(isChunk) {
+		if !sent && stateOf(r, "log") == Syncing {
+			if !d.Send(l.now, "log", 7, 2, []byte("u1")) {
+				t.Fatal("donor cannot reach the receiver")
+			}
+			l.collect()
+			l.settle()
+			sent = true
+		}
+	}
+	if st := stateOf(r, "log"); st != Synced {
+		t.Fatalf("receiver is %v after the last chunk", st)
+	}
+	if !slices.Equal(settledIn, []SyncState{Syncing}) {
+		t.Fatalf("Settle ran in states %v, want once while syncing", settledIn)
+	}
+	n := len(rcv.trail)
+	if n < 3 || rcv.trail[n-2] != "settle" || rcv.trail[n-1] != "live u1" || !strings.HasPrefix(rcv.trail[n-3], "apply") {
+		t.Fatalf("trail %v: want the applies, then settle, then the held update", rcv.trail)
+	}
+}
