@@ -1,6 +1,7 @@
 package geo
 
 import (
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/anyedge/anyedge/cluster"
@@ -21,19 +22,29 @@ import (
 // time, CSeq, node id), so snapshot records and held updates may be applied
 // twice or late.
 func (s *Service) Capabilities() []cluster.Capability {
+	metaQ := newApplyQueue(func(recs [][]byte) { s.apply(MetaCap, recs) })
+	bindQ := newApplyQueue(func(recs [][]byte) { s.apply(s.bindCap, recs) })
+	s.metaQ, s.bindQ = metaQ, bindQ
 	meta := cluster.Capability{
 		Name:      MetaCap,
 		NeedsSync: true,
-		Handle:    s.handleMeta,
-		Snapshot:  func() cluster.SnapshotReader { return s.snapshot(recMeta) },
-		Apply:     func(from uint32, recs [][]byte) { s.apply(MetaCap, recs) },
-		Digest:    func() []uint64 { return s.digest(recMeta) },
-		Bucket:    func(i int) cluster.SnapshotReader { return s.reader(recMeta, i, i+1) },
+		Handle: func(from uint32, typ cluster.MsgType, body []byte) {
+			metaQ.wait()
+			s.handleMeta(from, typ, body)
+		},
+		Snapshot: func() cluster.SnapshotReader { return s.snapshot(recMeta) },
+		Apply:    func(from uint32, recs [][]byte) { s.applyChunk(metaQ, &s.metaSynced, MetaCap, recs) },
+		Settle:   metaQ.wait,
+		Digest:   func() []uint64 { return s.digest(recMeta) },
+		Bucket:   func(i int) cluster.SnapshotReader { return s.reader(recMeta, i, i+1) },
 	}
 	bind := cluster.Capability{
 		Name:      s.bindCap,
 		NeedsSync: true,
-		Handle:    s.handleBind,
+		Handle: func(from uint32, typ cluster.MsgType, body []byte) {
+			bindQ.wait()
+			s.handleBind(from, typ, body)
+		},
 		SnapshotFor: func(to cluster.NodeMeta) cluster.SnapshotReader {
 			// Only nodes of this region register this capability's name,
 			// so an asker whose meta the donor has not learnt yet (its LSA
@@ -47,7 +58,8 @@ func (s *Service) Capabilities() []cluster.Capability {
 		Donors: func(m cluster.NodeMeta) bool {
 			return s.cfg.ReplicateContactsCrossRegion || m.Region == s.region
 		},
-		Apply:  func(from uint32, recs [][]byte) { s.apply(s.bindCap, recs) },
+		Apply:  func(from uint32, recs [][]byte) { s.applyChunk(bindQ, &s.bindSynced, s.bindCap, recs) },
+		Settle: bindQ.wait,
 		Digest: func() []uint64 { return s.digest(recBind) },
 		Bucket: func(i int) cluster.SnapshotReader { return s.reader(recBind, i, i+1) },
 	}
@@ -112,6 +124,19 @@ func (s *Service) observeLag(label string, stamp int64) {
 	if d := s.now() - stamp; d >= 0 {
 		s.m.lag.WithLabelValues(label).Observe(float64(d) / 1e9)
 	}
+}
+
+// applyChunk hands a snapshot's chunk (or an anti-entropy delta that comes
+// during the sync) to the capability's queue, and applies what comes once
+// it is synced in place. A simulation (inline) applies everything in
+// place: its order must not depend on goroutines.
+func (s *Service) applyChunk(q *applyQueue, synced *atomic.Bool, capName string, recs [][]byte) {
+	if s.inline || synced.Load() {
+		q.wait()
+		s.apply(capName, recs)
+		return
+	}
+	q.push(recs)
 }
 
 // apply takes snapshot chunks and anti-entropy deltas. Once the capability

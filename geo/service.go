@@ -91,6 +91,7 @@ type Service struct {
 	regionF, otherF cluster.Filter // regionFilter, otherFilter as values
 
 	bindSynced, metaSynced atomic.Bool
+	metaQ, bindQ           *applyQueue // snapshot chunks being applied (Capabilities)
 	reconcile              atomic.Bool
 	peersStale             atomic.Bool
 	peers                  atomic.Pointer[peerTable]

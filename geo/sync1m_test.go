@@ -58,7 +58,7 @@ func newSyncNodes(tb testing.TB) *syncNodes {
 	return sn
 }
 
-func (sn *syncNodes) start(id uint32, listen string, join []string) (*Service, *cluster.Node) {
+func (sn *syncNodes) start(id uint32, listen string, join []string, subs ...func(cluster.Event)) (*Service, *cluster.Node) {
 	t := sn.tb
 	cc := cluster.Config{
 		NodeID: id, Region: "eu", Listen: listen, Key: "0123456789abcdef0123456789abcdef",
@@ -84,6 +84,9 @@ func (sn *syncNodes) start(id uint32, listen string, join []string) (*Service, *
 		}
 	}
 	nd.Subscribe(s.HandleEvent)
+	for _, fn := range subs {
+		nd.Subscribe(fn)
+	}
 	nd.Subscribe(func(e cluster.Event) {
 		// What restarts or ends a sync early: a link lost, a state change.
 		switch e.Kind {
