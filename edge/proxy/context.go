@@ -82,9 +82,13 @@ func (rc *responseContext) run() *sip.Response {
 	if rc.invite {
 		// Called by sipgo inside the server transaction's state machine,
 		// which then answers 487 itself: only signal the loop here.
+		// The callbacks below capture only what they use: sipgo keeps them
+		// with its transactions for 32 s after the call is answered
+		// (RFC 6026), and the whole context would stay on the heap.
+		cancelCh := rc.cancelCh
 		ok := rc.stx.OnCancel(func(*sip.Request) {
 			select {
-			case rc.cancelCh <- struct{}{}:
+			case cancelCh <- struct{}{}:
 			default:
 			}
 		})
@@ -192,9 +196,9 @@ func (rc *responseContext) send(b *branch) {
 	if rc.invite {
 		// 2xx retransmissions bypass the transaction's response channel:
 		// pass them on so that the UAC's ACK stops them (RFC 6026).
-		stx := rc.stx
+		stx, p := rc.stx, rc.p
 		tx.OnRetransmission(func(res *sip.Response) {
-			if res.IsSuccess() && rc.p.Ours(res.Via()) {
+			if res.IsSuccess() && p.Ours(res.Via()) {
 				res.RemoveHeader("Via")
 				_ = stx.Respond(res)
 			}
