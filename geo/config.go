@@ -11,7 +11,7 @@ import (
 // Defaults. Each is explained on the Config field it fills.
 const (
 	DefaultTagPrefix     = "home-"
-	DefaultBuckets       = 256
+	DefaultBuckets       = 4096
 	DefaultAckTimeout    = 50 * time.Millisecond
 	DefaultMoveGrace     = time.Second
 	DefaultSweepInterval = time.Second
@@ -38,8 +38,11 @@ type Config struct {
 	// binding itself when the home's whole region is down.
 	ReplicateContactsCrossRegion bool `yaml:"replicate_contacts_cross_region"`
 	// Buckets is the number of anti-entropy digest buckets (and of lock
-	// shards). Default 256: with a million bindings a differing bucket
-	// ships about 4,000 records. 16..65536.
+	// shards). Default 4096: with a million bindings a differing bucket
+	// ships about 250 records. Under load, replication in flight makes
+	// some buckets differ at any instant; with 256 buckets a periodic
+	// round then shipped a sixth of all records each way, enough to stall
+	// a busy home for hundreds of ms. 16..65536.
 	Buckets int `yaml:"buckets"`
 	// AckTimeout bounds how long Save waits for an HA partner to confirm
 	// it holds the change. Past it, Save returns anyway and the REGISTER

@@ -10,7 +10,7 @@ import (
 
 func TestConfigValidate(t *testing.T) {
 	c := DefaultConfig()
-	if c.TagPrefix != "home-" || c.Buckets != 256 || c.AckTimeout != 50*time.Millisecond || c.MoveGrace != time.Second ||
+	if c.TagPrefix != "home-" || c.Buckets != 4096 || c.AckTimeout != 50*time.Millisecond || c.MoveGrace != time.Second ||
 		c.SweepInterval != time.Second || c.MaxFrameBytes != 256<<10 || c.ReplicateContactsCrossRegion {
 		t.Fatalf("defaults: %+v", c)
 	}
