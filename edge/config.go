@@ -57,6 +57,14 @@ type Config struct {
 	// MaxBodySize bounds a message body, in bytes; larger requests get
 	// 413. Default 16384: far above any SDP, far below abuse.
 	MaxBodySize int `yaml:"max_body_size"`
+	// MaxRegistersInFlight bounds the UDP REGISTERs being handled at once.
+	// Past it a REGISTER datagram is dropped before parsing (the UA
+	// retransmits): under a re-registration storm the node sheds the
+	// excess instead of queueing work it cannot finish before the UA gives
+	// up, which would also starve its cluster heartbeats. Default 1000:
+	// at 10,000 REGISTER/s, each waiting up to geo's 50 ms ack timeout,
+	// 500 are in flight.
+	MaxRegistersInFlight int `yaml:"max_registers_in_flight"`
 	// Timeouts of forwarded requests.
 	Timeouts Timeouts `yaml:"timeouts"`
 	// RecordRouteKey signs the Record-Route entries we add, so that an
@@ -215,6 +223,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxBodySize < 0 || c.MaxBodySize > c.MaxMessageSize {
 		return bad("max_body_size", "must be 0..max_message_size (%d)", c.MaxMessageSize)
+	}
+	if c.MaxRegistersInFlight == 0 {
+		c.MaxRegistersInFlight = 1000
+	}
+	if c.MaxRegistersInFlight < 1 || c.MaxRegistersInFlight > 1_000_000 {
+		return bad("max_registers_in_flight", "must be 1..1000000, not %d", c.MaxRegistersInFlight)
 	}
 	if c.Timeouts.NoResponse == 0 {
 		c.Timeouts.NoResponse = 4 * time.Second

@@ -51,6 +51,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"trusted[0]", func(c *Config) { c.Trusted = []string{"10.0.0.0/33"} }},
 		{"keepalive.method", func(c *Config) { c.Keepalive.Method = "icmp" }},
 		{"max_message_size", func(c *Config) { c.MaxMessageSize = 100 }},
+		{"max_registers_in_flight", func(c *Config) { c.MaxRegistersInFlight = -1 }},
 		{"timeouts.invite", func(c *Config) { c.Timeouts.Invite = time.Second }},
 		{"registrar", func(c *Config) { c.Registrar.MinExpires = time.Millisecond }},
 	}

@@ -127,10 +127,12 @@ func (c *regCache) len() int {
 	return n
 }
 
-// regMetrics count what the cache did with retransmissions.
+// regMetrics count what the cache did with retransmissions, and what
+// the in-flight bound shed.
 type regMetrics struct {
 	resent   prometheus.Counter
 	absorbed prometheus.Counter
+	shed     prometheus.Counter
 }
 
 func newRegMetrics(reg prometheus.Registerer, c *regCache) *regMetrics {
@@ -142,8 +144,12 @@ func newRegMetrics(reg prometheus.Registerer, c *regCache) *regMetrics {
 		Name: "anyedge_sip_register_transactions",
 		Help: "UDP REGISTER transactions kept to absorb retransmissions (for 1 to 1.5 times Timer J).",
 	}, func() float64 { return float64(c.len()) })
-	reg.MustRegister(v, g)
-	return &regMetrics{resent: v.WithLabelValues("resent"), absorbed: v.WithLabelValues("pending")}
+	shed := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "anyedge_sip_register_shed_total",
+		Help: "UDP REGISTERs dropped unread because max_registers_in_flight were being handled (overload; the UA retransmits).",
+	})
+	reg.MustRegister(v, g, shed)
+	return &regMetrics{resent: v.WithLabelValues("resent"), absorbed: v.WithLabelValues("pending"), shed: shed}
 }
 
 // fastRegister takes a UDP REGISTER from the read filter. It returns false
@@ -156,6 +162,11 @@ func (s *Server) fastRegister(props sip.TransportReadProps, data []byte) bool {
 	sock := s.socketByLocal(props.LocalAddr)
 	if sock == nil {
 		return false
+	}
+	if s.regInflight.Load() >= int64(s.cfg.MaxRegistersInFlight) {
+		// Before any parsing: shedding must cost less than handling.
+		s.regm.shed.Inc()
+		return true
 	}
 	msg, err := s.parser.ParseSIP(data)
 	if err != nil {
@@ -182,7 +193,11 @@ func (s *Server) fastRegister(props sip.TransportReadProps, data []byte) bool {
 	req.SetTransport("UDP")
 	req.SetSource(props.RemoteAddr.String())
 	tx := &regTx{s: s, sock: sock, entry: e, src: props.RemoteAddr, done: make(chan struct{})}
-	go s.serve(req, tx, sock)
+	s.regInflight.Add(1)
+	go func() {
+		defer s.regInflight.Add(-1)
+		s.serve(req, tx, sock)
+	}()
 	return true
 }
 

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
@@ -8,6 +9,9 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/anyedge/anyedge/edge/location"
 )
 
 func TestRegCacheGenerations(t *testing.T) {
@@ -158,5 +162,114 @@ func TestRegKeyLeavesOddRequestsToSipgo(t *testing.T) {
 		if _, ok := regKey(m.(*sip.Request)); ok != tc.ok {
 			t.Errorf("Via %q: keyed %v, want %v", tc.via, ok, tc.ok)
 		}
+	}
+}
+
+// blockingStore holds every Save until release is closed.
+type blockingStore struct {
+	*location.Memory
+	release chan struct{}
+}
+
+func (b blockingStore) Save(ctx context.Context, req *location.SaveRequest) (*location.SaveResult, error) {
+	<-b.release
+	return b.Memory.Save(ctx, req)
+}
+
+// Past max_registers_in_flight a REGISTER is dropped unread and counted;
+// its retransmission, once there is room, is handled as a new request.
+func TestRegisterShedWhenInFlightFull(t *testing.T) {
+	store := blockingStore{Memory: location.NewMemory(), release: make(chan struct{})}
+	reg := prometheus.NewRegistry()
+	srv, err := New(Config{
+		Listeners:            []Listener{{Transport: "udp", Addr: "127.0.0.1:0"}},
+		Domains:              []string{domain},
+		MaxRegistersInFlight: 1,
+	}, store, WithRegistry(reg), WithLogger(testLog()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(store.release)
+		}
+	}
+	t.Cleanup(func() { release(); _ = srv.Close() })
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	laddr := pc.LocalAddr().String()
+	dst := net.UDPAddrFromAddrPort(srv.Addr("udp"))
+	register := func(user, branch string) []byte {
+		return []byte("REGISTER sip:" + domain + " SIP/2.0\r\n" +
+			"Via: SIP/2.0/UDP " + laddr + ";branch=z9hG4bK" + branch + ";rport\r\n" +
+			"From: <sip:" + user + "@" + domain + ">;tag=f\r\nTo: <sip:" + user + "@" + domain + ">\r\n" +
+			"Call-ID: " + branch + "\r\nCSeq: 1 REGISTER\r\nContact: <sip:" + user + "@" + laddr + ">\r\n" +
+			"Content-Length: 0\r\n\r\n")
+	}
+	send := func(b []byte) {
+		if _, err := pc.WriteTo(b, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(register("first", "shed1"))
+	eventually(t, 5*time.Second, func() error {
+		if n := srv.regInflight.Load(); n != 1 {
+			return fmt.Errorf("%d in flight", n)
+		}
+		return nil
+	})
+	second := register("second", "shed2")
+	send(second)
+	eventually(t, 5*time.Second, func() error {
+		if n := counter(t, reg, "anyedge_sip_register_shed_total", nil); n != 1 {
+			return fmt.Errorf("shed %v", n)
+		}
+		return nil
+	})
+	release()
+	got := map[string]bool{}
+	read := func() {
+		t.Helper()
+		buf := make([]byte, 4096)
+		_ = pc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatalf("no response: %v (got %v)", err, got)
+		}
+		res := string(buf[:n])
+		if !strings.HasPrefix(res, "SIP/2.0 200 ") {
+			t.Fatalf("answer: %q", res)
+		}
+		for _, u := range []string{"first", "second"} {
+			if strings.Contains(res, "Call-ID: shed") && strings.Contains(res, "<sip:"+u+"@") {
+				got[u] = true
+			}
+		}
+	}
+	read()
+	if !got["first"] || got["second"] {
+		t.Fatalf("after release: answered %v, want only the first", got)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if n := srv.regInflight.Load(); n != 0 {
+			return fmt.Errorf("%d in flight", n)
+		}
+		return nil
+	})
+	send(second) // the UA's retransmission
+	read()
+	if !got["second"] {
+		t.Fatalf("the retransmission of the shed REGISTER was not handled: %v", got)
+	}
+	if n := counter(t, reg, "anyedge_sip_requests_total", map[string]string{"method": "REGISTER"}); n != 2 {
+		t.Fatalf("REGISTERs handled: %v, want 2", n)
 	}
 }

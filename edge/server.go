@@ -139,6 +139,8 @@ type Server struct {
 	parser    *sip.Parser // for relayed messages (anycast.go) and UDP REGISTERs (regfast.go)
 	regs      *regCache   // UDP REGISTER transactions (regfast.go)
 	regm      *regMetrics
+	// regInflight counts UDP REGISTERs being handled (regfast.go).
+	regInflight atomic.Int64
 	// lastReads: per UDP listener, the datagram sipgo is parsing, to
 	// answer it when the parse fails (inbound.go).
 	lastMu    sync.Mutex
