@@ -19,7 +19,7 @@ const BenchGeoSIPEnv = "ANYEDGE_BENCH_GEO_SIP"
 
 var (
 	gsConfigs = flag.String("geo-configs", "memory,geo-alone,geo-pair", "TestGeoSIPBench configurations: memory (one edged, in-memory location, no geo), geo-alone (one edged with geo, no partner: nothing to replicate to), geo-pair (the home and its HA partner: every binding replicated)")
-	gsRates   = flag.String("geo-rates", "500,1000,1500,2000,2500,3000,3500,4000,5000,6000,7000,8000,10000,12000,14000,16000", "offered REGISTER/s at the home, stepped up until a step is not sustained")
+	gsRates   = flag.String("geo-rates", "500,1000,1500,2000,2500,3000,3500,4000,5000,6000,7000,8000,9000,10000,11000,12000,13000,14000,16000", "offered REGISTER/s at the home, stepped up until a step is not sustained")
 	gsCPUs    = flag.String("geo-cpus", "0:1", "HOME:OTHERS: the CPUs (taskset lists) of the measured home node, and of its partner and SIPp; empty: no pinning")
 	gsLag     = flag.Duration("geo-lag", 20*time.Second, "length of the replication-lag step (geo-pair, at half its highest sustained rate)")
 )
