@@ -293,6 +293,8 @@ func (s *Server) Start(ctx context.Context) error {
 		s.loops.Add(1)
 		go func() { defer s.loops.Done(); s.pinger.Run(bctx) }()
 	}
+	s.loops.Add(1)
+	go func() { defer s.loops.Done(); s.sweepRegisters(bctx) }()
 	if s.upstreams != nil {
 		s.loops.Add(1)
 		go func() { defer s.loops.Done(); s.upstreams.Run(bctx) }()

@@ -94,8 +94,9 @@ func (b *bench) loadBindings(ctx context.Context, srv server, n, procs, rate int
 }
 
 // edgedMemory measures the RSS growth of a fresh edged for n bindings.
-// After the load it waits until the REGISTER transactions are gone (sipgo
-// keeps a UDP non-INVITE server transaction 32 s, Timer J), two garbage
+// After the load it waits until the REGISTER transactions are gone (edged
+// keeps a UDP REGISTER's response for retransmissions 32–36 s, Timer J,
+// dropped by a sweep every 4 s; sipgo's TCP ones end sooner), two garbage
 // collections ran after that, the scavenger had 30 s to return the freed
 // pages, and the RSS has held within 1 % for 10 s:
 // the garbage of the load phase must not count as binding memory. Two,
@@ -144,7 +145,7 @@ func (b *bench) edgedMemory(ctx context.Context, n, procs, rate int, keepalive b
 	}
 	loaded := time.Now()
 	const (
-		txGone    = 35 * time.Second  // Timer J (32 s) and some
+		txGone    = 42 * time.Second  // Timer J (32 s) to 36 s, and the 4 s sweep
 		scavenge  = 30 * time.Second  // after that GC: the scavenger returns freed pages
 		stableFor = 10 * time.Second  // RSS within 1 % for this long
 		maxSettle = 420 * time.Second // then take what there is
