@@ -362,6 +362,10 @@ func (s *Service) Bindings(ctx context.Context) ([]location.Binding, error) {
 		}
 		sh := &s.st.shards[i]
 		sh.mu.Lock()
+		if sh.nated == 0 {
+			sh.mu.Unlock()
+			continue
+		}
 		for _, st := range sh.aors {
 			for j := range st.binds {
 				r := &st.binds[j]

@@ -34,7 +34,11 @@ type shard struct {
 	heap schedHeap
 	bdig uint64 // XOR of the bucket's binding record hashes
 	mdig uint64 // XOR of its metadata record hashes
-	_    [32]byte
+	// nated counts the shard's NATed binding records, so that the
+	// keepalive listing (Service.Bindings) skips shards without any
+	// instead of walking every AoR once a second.
+	nated int
+	_     [24]byte
 }
 
 // aorState is everything held about one AoR. Slices stay small: a few
@@ -179,16 +183,25 @@ func (s *store) setBind(sh *shard, st *aorState, i int, r brec) {
 		old := &st.binds[i]
 		sh.bdig ^= old.h
 		s.count(old, -1)
+		if old.nated {
+			sh.nated--
+		}
 		st.binds[i] = r
 	}
 	sh.bdig ^= r.h
 	s.count(&r, 1)
+	if r.nated {
+		sh.nated++
+	}
 }
 
 func (s *store) delBind(sh *shard, st *aorState, i int) {
 	old := &st.binds[i]
 	sh.bdig ^= old.h
 	s.count(old, -1)
+	if old.nated {
+		sh.nated--
+	}
 	st.binds = slices.Delete(st.binds, i, i+1)
 }
 
