@@ -257,7 +257,11 @@ func (s *Server) onStrayResponse(res *sip.Response) {
 func (s *Server) absorbResponse(res *sip.Response) {
 	if err := s.px.ForwardResponse(res); err != nil {
 		s.log.Debug("stray response dropped", "status", res.StatusCode, "call_id", callID(res), "error", err)
+		return
 	}
+	// Sent on, so counted like one a transaction sends: otherwise a 2xx
+	// that overtook its transaction's own handling went uncounted.
+	s.m.response(res.StatusCode)
 }
 
 func hasToTag(req *sip.Request) bool {
