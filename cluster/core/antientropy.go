@@ -17,11 +17,91 @@ import (
 // random first bucket): after a partition nearly every bucket differs, and
 // sending them all at once held both loops for seconds, past the
 // heartbeat dead time, so the link died, healed, and the exchange began
-// again. A truncated round schedules the next one with that peer
-// aeFollowUp later, until the digests agree.
+// again. A truncated round keeps the buckets it left out and sends them
+// (and asks for the peer's, when the round had not) aeFollowUp later, a
+// budget at a time. It does not compare digests again: under load,
+// replication in flight always makes some buckets differ, and a new
+// comparison per follow-up kept a busy pair exchanging forever.
 
 // aeFollowUp spaces the rounds of a repair too large for one.
 const aeFollowUp = 250 * time.Millisecond
+
+// aeRest is what a truncated round left to send to one peer.
+type aeRest struct {
+	at   time.Time
+	caps map[string]*aeBuckets
+}
+
+// aeBuckets are one capability's buckets left to send, each at most once,
+// in order; ask marks those whose records the peer must send back too.
+type aeBuckets struct {
+	order []uint32
+	ask   map[uint32]bool
+}
+
+// aeDefer records buckets left for a follow-up round with peer.
+func (c *Core) aeDefer(peer NodeID, name string, buckets []uint32, ask func(uint32) bool) {
+	r := c.aeAgain[peer]
+	if r == nil {
+		r = &aeRest{caps: map[string]*aeBuckets{}}
+		c.aeAgain[peer] = r
+	}
+	r.at = c.now.Add(aeFollowUp)
+	b := r.caps[name]
+	if b == nil {
+		b = &aeBuckets{ask: map[uint32]bool{}}
+		r.caps[name] = b
+	}
+	for _, k := range buckets {
+		a, seen := b.ask[k]
+		if !seen {
+			b.order = append(b.order, k)
+		}
+		b.ask[k] = a || ask(k)
+	}
+	c.stats.AntiEntropyTruncated++
+}
+
+func always(uint32) bool { return true }
+func never(uint32) bool  { return false }
+
+// aeFollow sends the next budget of what earlier rounds left for peer.
+func (c *Core) aeFollow(peer NodeID, r *aeRest) {
+	for _, name := range c.capNames {
+		b := r.caps[name]
+		if b == nil {
+			continue
+		}
+		delete(r.caps, name)
+		if !c.aeReady(name, peer) {
+			continue
+		}
+		cs := c.caps[name]
+		sent := c.sendBuckets(name, cs, peer, b.order)
+		var asked []uint32
+		for _, k := range b.order[:sent] {
+			if b.ask[k] {
+				asked = append(asked, k)
+			}
+		}
+		if len(asked) > 0 {
+			c.requestDelta(name, peer, asked)
+		}
+		if rest := b.order[sent:]; len(rest) > 0 {
+			c.aeDefer(peer, name, rest, func(k uint32) bool { return b.ask[k] })
+		}
+	}
+}
+
+func (c *Core) requestDelta(name string, peer NodeID, buckets []uint32) {
+	var w wire.Writer
+	w.String(name)
+	w.U32(uint32(len(buckets)))
+	for _, b := range buckets {
+		w.U32(b)
+	}
+	c.route(c.sysFrame(wire.MsgDeltaRequest, peer, w.B))
+}
 
 func (c *Core) aeReady(name string, peer NodeID) bool {
 	cs := c.caps[name]
@@ -64,12 +144,13 @@ func (c *Core) tickAntiEntropy() {
 		}
 		slices.Sort(peers) // deterministic
 		for _, p := range peers {
-			if c.now.Before(c.aeAgain[p]) {
+			r := c.aeAgain[p]
+			if c.now.Before(r.at) {
 				continue
 			}
 			delete(c.aeAgain, p)
 			if c.up[p] {
-				c.scheduleHeal(p)
+				c.aeFollow(p, r)
 			}
 		}
 	}
@@ -122,17 +203,10 @@ func (c *Core) onAntiEntropy(f *wire.Frame, r *wire.Reader) {
 		k := c.rnd.Intn(len(diff))
 		diff = append(diff[k:], diff[:k]...)
 		if sent := c.sendBuckets(name, cs, f.Src, diff); sent < len(diff) {
+			c.aeDefer(f.Src, name, diff[sent:], always)
 			diff = diff[:sent]
-			c.aeAgain[f.Src] = c.now.Add(aeFollowUp)
-			c.stats.AntiEntropyTruncated++
 		}
-		var w wire.Writer
-		w.String(name)
-		w.U32(uint32(len(diff)))
-		for _, b := range diff {
-			w.U32(b)
-		}
-		c.route(c.sysFrame(wire.MsgDeltaRequest, f.Src, w.B))
+		c.requestDelta(name, f.Src, diff)
 	case wire.MsgDeltaRequest:
 		n := r.Count(4)
 		buckets := make([]uint32, 0, n)
@@ -141,8 +215,7 @@ func (c *Core) onAntiEntropy(f *wire.Frame, r *wire.Reader) {
 		}
 		if r.Err == nil {
 			if sent := c.sendBuckets(name, cs, f.Src, buckets); sent < len(buckets) {
-				c.aeAgain[f.Src] = c.now.Add(aeFollowUp)
-				c.stats.AntiEntropyTruncated++
+				c.aeDefer(f.Src, name, buckets[sent:], never)
 			}
 		}
 	case wire.MsgDelta:

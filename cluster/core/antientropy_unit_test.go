@@ -151,3 +151,56 @@ func TestAntiEntropyBoundedRounds(t *testing.T) {
 		t.Fatalf("%d truncated rounds: the repair was not spread", trunc)
 	}
 }
+
+// Follow-up rounds drain what the first round left and stop: they do not
+// compare digests again, so writes that keep the nodes apart (replication
+// in flight under load) do not keep a pair exchanging forever.
+func TestAntiEntropyFollowUpsEnd(t *testing.T) {
+	s := aePair(t, time.Hour)
+	for _, id := range s.ids {
+		s.nodes[id].core.cfg.AntiEntropyBytes = 2 << 10
+	}
+	e := mkEdge(1, 2)
+	s.cut[e] = true
+	if err := s.eventually(3*time.Second, func() error {
+		if s.nodes[1].core.IsUp(2) || s.nodes[2].core.IsUp(1) {
+			return fmt.Errorf("still up across the cut")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2000 {
+		writeLocal(s, 1, fmt.Sprintf("k%d", i), uint64(i))
+	}
+	delete(s.cut, e)
+	truncated := func() uint64 {
+		return s.nodes[1].core.Stats().AntiEntropyTruncated + s.nodes[2].core.Stats().AntiEntropyTruncated
+	}
+	// Node 1 keeps writing keys only it has, in every bucket, more than
+	// one round carries, for 15 s.
+	n := 0
+	var last uint64
+	lastChange := s.now
+	for end := s.now.Add(15 * time.Second); s.now.Before(end); {
+		for range 100 {
+			writeLocal(s, 1, fmt.Sprintf("late%d", n), uint64(n))
+			n++
+		}
+		s.run(50 * time.Millisecond)
+		if tr := truncated(); tr != last {
+			last, lastChange = tr, s.now
+		}
+	}
+	if last < 2 {
+		t.Fatalf("%d truncated rounds: the first repair was not spread", last)
+	}
+	for i := range 2000 {
+		if _, ok := s.nodes[2].kv.m[fmt.Sprintf("k%d", i)]; !ok {
+			t.Fatalf("k%d never reached node 2", i)
+		}
+	}
+	if quiet := s.now.Sub(lastChange); quiet < 5*time.Second {
+		t.Fatalf("follow-up rounds still running at the end of 15 s of writes (last truncation %v before it): they do not end", quiet)
+	}
+}

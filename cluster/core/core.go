@@ -76,7 +76,7 @@ type Core struct {
 	streams  map[uint64]*outStream // donor side, by request id
 	reqSeq   uint64
 	lastAE   time.Time
-	aeAgain  map[NodeID]time.Time // truncated rounds: the next one's time, by peer
+	aeAgain  map[NodeID]*aeRest // what truncated rounds left, by peer
 
 	out   Ready
 	stats Stats
@@ -105,7 +105,7 @@ func New(cfg Config, now time.Time) *Core {
 		caps:      map[string]*capState{},
 		streams:   map[uint64]*outStream{},
 		lastAE:    now,
-		aeAgain:   map[NodeID]time.Time{},
+		aeAgain:   map[NodeID]*aeRest{},
 	}
 	c.cfg.Self.Synced = nil
 	for _, t := range cfg.Tags {
