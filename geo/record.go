@@ -367,6 +367,22 @@ func encodeMeta(w *wire.Writer, aor string, m *mrec) {
 	}
 }
 
+// liveBodyLen is the length of a live binding record's body (what
+// encodeBody wrote, kept as brec.enc), read from its header; 0 for any
+// other record, or one too short to say.
+func liveBodyLen(raw []byte) int {
+	if len(raw) < 3 || raw[0] != recBind {
+		return 0
+	}
+	aor := int(raw[1])<<8 | int(raw[2])
+	flags := 3 + aor + 4 + 16 // kind, AoR, home, version
+	body := flags + 1 + 8     // flags, horizon
+	if len(raw) < body || raw[flags]&flagDead != 0 {
+		return 0
+	}
+	return len(raw) - body
+}
+
 // decoded is one record read off the wire: a binding or a metadata entry.
 type decoded struct {
 	kind uint8
@@ -381,11 +397,10 @@ func decodeRecord(buf []byte) (decoded, error) {
 	return a.decode(string(buf))
 }
 
-// decode reads one record from s, which the caller copied out of its
-// frame (merge copies a whole frame or chunk into one string). A live
-// binding's encoded body stays a slice of s; everything else kept (the
-// key of a binding, a tombstone's key, claims, a metadata record's
-// region) is taken from a, so that only live bindings pin s.
+// decode reads one record from s. A live binding's encoded body is a
+// slice of s (merge then copies it out); everything else kept (the key of
+// a binding, a tombstone's key, claims, a metadata record's region) is
+// taken from a, so that nothing else refers to s.
 func (a *recAlloc) decode(s string) (decoded, error) {
 	r := sreader{s: s}
 	var d decoded

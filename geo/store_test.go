@@ -188,6 +188,9 @@ func TestRecordCodec(t *testing.T) {
 	if got := d.b.binding("sip:a@x"); err != nil || d.kind != recBind || !reflect.DeepEqual(&got, withAoR(b)) || d.b.ver != live.ver || d.b.key != live.key || d.b.ch != live.ch || d.b.exp != live.exp {
 		t.Fatalf("live binding: %v %+v", err, d.b)
 	}
+	if n := liveBodyLen(w.B); n != len(live.enc) {
+		t.Fatalf("liveBodyLen %d, want the body's %d", n, len(live.enc))
+	}
 	for n := range w.B {
 		if _, err := decodeRecord(w.B[:n]); err == nil {
 			t.Fatalf("truncated record (%d of %d bytes) accepted", n, len(w.B))
@@ -195,6 +198,9 @@ func TestRecordCodec(t *testing.T) {
 	}
 	w = wire.Writer{}
 	encodeBind(&w, "sip:a@x", &tomb)
+	if n := liveBodyLen(w.B); n != 0 {
+		t.Fatalf("liveBodyLen of a tombstone %d, want 0", n)
+	}
 	if d, err = decodeRecord(w.B); err != nil || !d.b.dead || d.b.key != live.key || d.b.ver != tomb.ver || d.b.cver != live.ver || d.b.horizon != tomb.horizon {
 		t.Fatalf("tombstone: %v %+v", err, d.b)
 	}
