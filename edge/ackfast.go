@@ -1,0 +1,64 @@
+package edge
+
+import (
+	"bytes"
+	"errors"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// An ACK over UDP that no transaction of ours waits for bypasses sipgo's
+// transaction layer.
+//
+// The ACK of a 2xx has a branch of its own and matches no transaction: a
+// proxy forwards it statelessly along the route set (RFC 3261 §16.11).
+// sipgo still builds a whole server transaction for it (a context with a
+// timer, two channels, a map entry, a goroutine), only for the handler to
+// end it at once: about a sixth of the CPU of a proxied call went into
+// the ACK. Here it is parsed in the read filter and handled on a goroutine
+// of its own with a transaction that does nothing. An ACK that matches an
+// INVITE server transaction (the ACK of a non-2xx, same branch) is left to
+// sipgo, which absorbs it.
+
+// fastAck takes a UDP ACK from the read filter; false leaves the datagram
+// to sipgo (not an ACK, unparsable, or one its INVITE transaction absorbs).
+func (s *Server) fastAck(props sip.TransportReadProps, data []byte) bool {
+	if !bytes.HasPrefix(data, []byte("ACK ")) {
+		return false
+	}
+	sock := s.socketByLocal(props.LocalAddr)
+	if sock == nil {
+		return false
+	}
+	msg, err := s.parser.ParseSIP(data)
+	if err != nil {
+		return false
+	}
+	req, ok := msg.(*sip.Request)
+	if !ok || !req.IsAck() || req.Via() == nil || req.CSeq() == nil {
+		return false
+	}
+	if s.stack.index.invite(req) != nil {
+		return false // the ACK of a non-2xx: its transaction's
+	}
+	req.SetTransport("UDP")
+	req.SetSource(props.RemoteAddr.String())
+	go s.serve(req, ackTx{}, sock)
+	return true
+}
+
+// ackTx is the transaction of a bypassed ACK: an ACK gets no response and
+// leaves nothing to absorb.
+type ackTx struct{}
+
+func (ackTx) Respond(*sip.Response) error        { return errAckNoResponse }
+func (ackTx) Acks() <-chan *sip.Request          { return nil }
+func (ackTx) OnCancel(sip.FnTxCancel) bool       { return false }
+func (ackTx) Terminate()                         {}
+func (ackTx) OnTerminate(sip.FnTxTerminate) bool { return false }
+func (ackTx) Done() <-chan struct{}              { return closedCh }
+func (ackTx) Err() error                         { return nil }
+
+var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+var errAckNoResponse = errors.New("edge: an ACK gets no response")
