@@ -14,8 +14,8 @@ import (
 // proxy forwards it statelessly along the route set (RFC 3261 §16.11).
 // sipgo still builds a whole server transaction for it (a context with a
 // timer, two channels, a map entry, a goroutine), only for the handler to
-// end it at once: about a sixth of the CPU of a proxied call went into
-// the ACK. Here it is parsed in the read filter and handled on a goroutine
+// end it at once (bypassing it saved 6 % of the CPU per call in
+// BenchmarkCallUDP). Here it is parsed in the read filter and handled on a goroutine
 // of its own with a transaction that does nothing. An ACK that matches an
 // INVITE server transaction (the ACK of a non-2xx, same branch) is left to
 // sipgo, which absorbs it.
