@@ -61,9 +61,11 @@ type Config struct {
 	// Past it a REGISTER datagram is dropped before parsing (the UA
 	// retransmits): under a re-registration storm the node sheds the
 	// excess instead of queueing work it cannot finish before the UA gives
-	// up, which would also starve its cluster heartbeats. Default 1000:
-	// at 10,000 REGISTER/s, each waiting up to geo's 50 ms ack timeout,
-	// 500 are in flight.
+	// up, which would also starve its cluster heartbeats. Default 4000:
+	// 400 ms of work at 10,000 REGISTER/s, when UAs start retransmitting
+	// (T1, 500 ms). Not less: with geo, every REGISTER waits for its
+	// partner's ack (up to 50 ms), and a bound of 1000 shed REGISTERs on a
+	// partner's hiccup of a few tens of ms at 6000/s.
 	MaxRegistersInFlight int `yaml:"max_registers_in_flight"`
 	// Timeouts of forwarded requests.
 	Timeouts Timeouts `yaml:"timeouts"`
@@ -225,7 +227,7 @@ func (c *Config) Validate() error {
 		return bad("max_body_size", "must be 0..max_message_size (%d)", c.MaxMessageSize)
 	}
 	if c.MaxRegistersInFlight == 0 {
-		c.MaxRegistersInFlight = 1000
+		c.MaxRegistersInFlight = 4000
 	}
 	if c.MaxRegistersInFlight < 1 || c.MaxRegistersInFlight > 1_000_000 {
 		return bad("max_registers_in_flight", "must be 1..1000000, not %d", c.MaxRegistersInFlight)
