@@ -100,6 +100,14 @@ func (s *Server) handleInDialog(r *request) {
 		r.tx.reply(sip.StatusForbidden, "Not On Route Set")
 		return
 	}
+	if _, ok := r.tx.ServerTransaction.(*statelessTx); ok {
+		// A UDP BYE (byefast.go): forwarded statelessly; its response
+		// finds its way back through absorbResponse.
+		if err := s.px.ForwardStateless(dr.fwd, dr.target, r.loop); err != nil {
+			s.log.Debug("stateless forward failed", "method", r.req.Method, "call_id", callID(r.req), "error", err)
+		}
+		return
+	}
 	s.px.Forward(r.ctx, dr.fwd, s.inDialogTx(r), proxy.Plan{
 		Groups:   [][]proxy.Target{{dr.target}},
 		In:       r.in.ps,

@@ -262,6 +262,15 @@ func (s *Server) absorbResponse(res *sip.Response) {
 	// Sent on, so counted like one a transaction sends: otherwise a 2xx
 	// that overtook its transaction's own handling went uncounted.
 	s.m.response(res.StatusCode)
+	if cs := res.CSeq(); cs != nil && cs.MethodName == sip.BYE {
+		// The answer to a BYE proxied statelessly (byefast.go) ends the
+		// dialog, as trackedTx does for one proxied with a transaction.
+		if t := s.hooks.Dialogs; t != nil {
+			if c := res.StatusCode; c >= 200 && c != sip.StatusUnauthorized && c != sip.StatusProxyAuthRequired {
+				t.Bye(DialogID{CallID: callID(res), FromTag: fromTagOf(res), ToTag: toTagOf(res)})
+			}
+		}
+	}
 }
 
 func hasToTag(req *sip.Request) bool {
@@ -280,8 +289,10 @@ func callID(m sip.Message) string {
 	return ""
 }
 
-func fromTag(req *sip.Request) string {
-	if f := req.From(); f != nil {
+func fromTag(req *sip.Request) string { return fromTagOf(req) }
+
+func fromTagOf(m interface{ From() *sip.FromHeader }) string {
+	if f := m.From(); f != nil {
 		t, _ := f.Params.Get("tag")
 		return t
 	}

@@ -41,7 +41,7 @@ func (s *Server) readFilter(props sip.TransportReadProps, data []byte) ([]byte, 
 		s.rawReply(props, data, sip.StatusMessageTooLarge, "Message Too Large")
 		return nil, nil
 	}
-	if s.fastRegister(props, data) || s.fastAck(props, data) {
+	if s.fastRegister(props, data) || s.fastAck(props, data) || s.fastBye(props, data) {
 		return nil, nil
 	}
 	s.lastDatagram(props).set(props, data)

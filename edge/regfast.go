@@ -234,11 +234,17 @@ func regKey(req *sip.Request) (string, bool) {
 	if v == nil || cs == nil || cs.MethodName != sip.REGISTER {
 		return "", false
 	}
-	branch, _ := v.Params.Get("branch")
-	if !strings.HasPrefix(branch, sip.RFC3261BranchMagicCookie) || len(branch) <= len(sip.RFC3261BranchMagicCookie) {
+	if !rfc3261Branch(v) {
 		return "", false
 	}
+	branch, _ := v.Params.Get("branch")
 	return branch + "|" + strings.ToLower(v.Host) + "|" + strconv.Itoa(v.Port), true
+}
+
+// rfc3261Branch: v's branch has the magic cookie and more.
+func rfc3261Branch(v *sip.ViaHeader) bool {
+	branch, _ := v.Params.Get("branch")
+	return strings.HasPrefix(branch, sip.RFC3261BranchMagicCookie) && len(branch) > len(sip.RFC3261BranchMagicCookie)
 }
 
 // socketByLocal is the UDP listener whose read loop reported laddr.

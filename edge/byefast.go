@@ -1,0 +1,84 @@
+package edge
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// A BYE over UDP is proxied statelessly (RFC 3261 §16.11).
+//
+// A stateful BYE cost a sipgo server and client transaction, each kept for
+// Timer J or K (32 s over UDP) after the 200: most of the heap a call held
+// and a large share of its CPU. A stateless proxy keeps nothing: the BYE
+// is forwarded with a branch derived from the incoming one, so a
+// retransmission is forwarded again under the same branch and absorbed by
+// the next hop's transaction; the response, which matches no transaction
+// of ours, is forwarded along its Via (absorbResponse), where the dialog
+// tracker sees the BYE answered. What is lost is the proxy's own 408 when
+// the next hop never answers; the UAC's transaction times out instead.
+
+// fastBye takes a UDP BYE inside a dialog (a To tag) from the read filter;
+// false leaves the datagram to sipgo.
+func (s *Server) fastBye(props sip.TransportReadProps, data []byte) bool {
+	if !bytes.HasPrefix(data, []byte("BYE ")) || s.px == nil {
+		return false
+	}
+	sock := s.socketByLocal(props.LocalAddr)
+	if sock == nil {
+		return false
+	}
+	msg, err := s.parser.ParseSIP(data)
+	if err != nil {
+		return false
+	}
+	req, ok := msg.(*sip.Request)
+	if !ok || req.Method != sip.BYE || !hasToTag(req) || req.CSeq() == nil {
+		return false
+	}
+	if v := req.Via(); v == nil || !rfc3261Branch(v) {
+		return false // sipgo matches those by other rules
+	}
+	src := props.RemoteAddr.String()
+	req.SetTransport("UDP")
+	req.SetSource(src)
+	// The response will match no transaction and be sent through sipgo's
+	// pool, by the address it goes to: map that address to the listener,
+	// as sipgo's read loop does for every datagram it takes itself.
+	if pool := s.tp.Pool("udp"); pool != nil {
+		if c := pool.Get(sock.pc.LocalAddr().String()); c != nil {
+			pool.Add(src, c)
+			_, _ = c.TryClose() // a listener is never closed by its pool refs
+		}
+	}
+	go s.serve(req, &statelessTx{sock: sock, src: props.RemoteAddr}, sock)
+	return true
+}
+
+// statelessTx answers a request handled without a transaction (a BYE the
+// proxy rejects): the response goes from the listener that received the
+// request; a retransmission is handled again.
+type statelessTx struct {
+	sock *socket
+	src  net.Addr
+}
+
+func (t *statelessTx) Respond(res *sip.Response) error {
+	var dest *net.UDPAddr
+	if ap, err := netip.ParseAddrPort(res.Destination()); err == nil {
+		dest = net.UDPAddrFromAddrPort(ap)
+	} else if ua, ok := t.src.(*net.UDPAddr); ok {
+		dest = ua
+	}
+	_, err := t.sock.pc.WriteTo([]byte(res.String()), dest)
+	return err
+}
+
+func (t *statelessTx) Acks() <-chan *sip.Request          { return nil }
+func (t *statelessTx) OnCancel(sip.FnTxCancel) bool       { return false }
+func (t *statelessTx) Terminate()                         {}
+func (t *statelessTx) OnTerminate(sip.FnTxTerminate) bool { return false }
+func (t *statelessTx) Done() <-chan struct{}              { return closedCh }
+func (t *statelessTx) Err() error                         { return nil }
