@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bytes"
 	"errors"
 
 	"github.com/emiago/sipgo/sip"
@@ -23,19 +22,8 @@ import (
 // fastAck takes a UDP ACK from the read filter; false leaves the datagram
 // to sipgo (not an ACK, unparsable, or one its INVITE transaction absorbs).
 func (s *Server) fastAck(props sip.TransportReadProps, data []byte) bool {
-	if !bytes.HasPrefix(data, []byte("ACK ")) {
-		return false
-	}
-	sock := s.socketByLocal(props.LocalAddr)
-	if sock == nil {
-		return false
-	}
-	msg, err := s.parser.ParseSIP(data)
-	if err != nil {
-		return false
-	}
-	req, ok := msg.(*sip.Request)
-	if !ok || !req.IsAck() || req.Via() == nil || req.CSeq() == nil {
+	sock, req := s.fastRequest(props, data, sip.ACK)
+	if req == nil {
 		return false
 	}
 	if s.stack.index.invite(req) != nil {

@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bytes"
 	"net"
 	"net/netip"
 
@@ -23,23 +22,12 @@ import (
 // fastBye takes a UDP BYE inside a dialog (a To tag) from the read filter;
 // false leaves the datagram to sipgo.
 func (s *Server) fastBye(props sip.TransportReadProps, data []byte) bool {
-	if !bytes.HasPrefix(data, []byte("BYE ")) || s.px == nil {
+	if s.px == nil {
 		return false
 	}
-	sock := s.socketByLocal(props.LocalAddr)
-	if sock == nil {
-		return false
-	}
-	msg, err := s.parser.ParseSIP(data)
-	if err != nil {
-		return false
-	}
-	req, ok := msg.(*sip.Request)
-	if !ok || req.Method != sip.BYE || !hasToTag(req) || req.CSeq() == nil {
-		return false
-	}
-	if v := req.Via(); v == nil || !rfc3261Branch(v) {
-		return false // sipgo matches those by other rules
+	sock, req := s.fastRequest(props, data, sip.BYE)
+	if req == nil || !hasToTag(req) || !rfc3261Branch(req.Via()) {
+		return false // sipgo matches those without a branch by other rules
 	}
 	src := props.RemoteAddr.String()
 	req.SetTransport("UDP")

@@ -165,11 +165,7 @@ func newRegMetrics(reg prometheus.Registerer, c *regCache) *regMetrics {
 // to leave the datagram to sipgo: not a REGISTER, unparsable, or without
 // what a transaction key needs (sipgo answers those 400).
 func (s *Server) fastRegister(props sip.TransportReadProps, data []byte) bool {
-	if !bytes.HasPrefix(data, []byte("REGISTER ")) || s.regs == nil {
-		return false
-	}
-	sock := s.socketByLocal(props.LocalAddr)
-	if sock == nil {
+	if !startsWithMethod(data, sip.REGISTER) || s.regs == nil {
 		return false
 	}
 	if s.regInflight.Load() >= int64(s.cfg.MaxRegistersInFlight) {
@@ -177,12 +173,8 @@ func (s *Server) fastRegister(props sip.TransportReadProps, data []byte) bool {
 		s.regm.shed.Inc()
 		return true
 	}
-	msg, err := s.parser.ParseSIP(data)
-	if err != nil {
-		return false
-	}
-	req, ok := msg.(*sip.Request)
-	if !ok || req.Method != sip.REGISTER {
+	sock, req := s.fastRequest(props, data, sip.REGISTER)
+	if req == nil {
 		return false
 	}
 	key, ok := regKey(req)
@@ -225,6 +217,35 @@ func (s *Server) sweepRegisters(ctx context.Context) {
 	}
 }
 
+// fastRequest parses a UDP datagram for a read-filter fast path: the
+// listener it came in on and the request, if it is a method request with
+// a Via and a CSeq; nil leaves the datagram to sipgo, which answers what
+// it cannot parse.
+func (s *Server) fastRequest(props sip.TransportReadProps, data []byte, method sip.RequestMethod) (*socket, *sip.Request) {
+	if !startsWithMethod(data, method) {
+		return nil, nil
+	}
+	sock := s.socketByLocal(props.LocalAddr)
+	if sock == nil {
+		return nil, nil
+	}
+	msg, err := s.parser.ParseSIP(data)
+	if err != nil {
+		return nil, nil
+	}
+	req, ok := msg.(*sip.Request)
+	if !ok || req.Method != method || req.Via() == nil || req.CSeq() == nil {
+		return nil, nil
+	}
+	return sock, req
+}
+
+// startsWithMethod: data's request line starts with method and a space.
+func startsWithMethod(data []byte, method sip.RequestMethod) bool {
+	n := len(method)
+	return len(data) > n && data[n] == ' ' && string(data[:n]) == string(method)
+}
+
 // regKey is the server transaction key of RFC 3261 §17.2.3: the top Via's
 // branch and sent-by (the method is always REGISTER here). Requests
 // without an RFC 3261 branch are left to sipgo.
@@ -243,6 +264,9 @@ func regKey(req *sip.Request) (string, bool) {
 
 // rfc3261Branch: v's branch has the magic cookie and more.
 func rfc3261Branch(v *sip.ViaHeader) bool {
+	if v == nil {
+		return false
+	}
 	branch, _ := v.Params.Get("branch")
 	return strings.HasPrefix(branch, sip.RFC3261BranchMagicCookie) && len(branch) > len(sip.RFC3261BranchMagicCookie)
 }

@@ -25,6 +25,23 @@ func aePair(t *testing.T, interval time.Duration) *simNet {
 	return s
 }
 
+// cutPair cuts the cable between nodes 1 and 2 and waits until each sees
+// the other down.
+func cutPair(t *testing.T, s *simNet) edge {
+	t.Helper()
+	e := mkEdge(1, 2)
+	s.cut[e] = true
+	if err := s.eventually(3*time.Second, func() error {
+		if s.nodes[1].core.IsUp(2) || s.nodes[2].core.IsUp(1) {
+			return fmt.Errorf("still up across the cut")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
 // writeLocal writes a key on one node only, as a write made while nobody
 // else is reachable.
 func writeLocal(s *simNet, id NodeID, key string, val uint64) kvRec {
@@ -45,16 +62,7 @@ func TestAntiEntropyOnHeal(t *testing.T) {
 	// The periodic exchange is pushed out of reach: only the digest sent
 	// when a peer comes back can repair the data.
 	s := aePair(t, time.Hour)
-	e := mkEdge(1, 2)
-	s.cut[e] = true
-	if err := s.eventually(3*time.Second, func() error {
-		if s.nodes[1].core.IsUp(2) || s.nodes[2].core.IsUp(1) {
-			return fmt.Errorf("still up across the cut")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e := cutPair(t, s)
 	a := writeLocal(s, 1, "only-on-1", 1)
 	b := writeLocal(s, 2, "only-on-2", 2)
 	writeLocal(s, 1, "both", 10)
@@ -114,16 +122,7 @@ func TestAntiEntropyBoundedRounds(t *testing.T) {
 	for _, id := range s.ids {
 		s.nodes[id].core.cfg.AntiEntropyBytes = 2 << 10
 	}
-	e := mkEdge(1, 2)
-	s.cut[e] = true
-	if err := s.eventually(3*time.Second, func() error {
-		if s.nodes[1].core.IsUp(2) || s.nodes[2].core.IsUp(1) {
-			return fmt.Errorf("still up across the cut")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e := cutPair(t, s)
 	const n = 2000 // about 125 per bucket, over 16 buckets
 	for i := range n {
 		writeLocal(s, 1, fmt.Sprintf("k%d", i), uint64(i))
@@ -160,16 +159,7 @@ func TestAntiEntropyFollowUpsEnd(t *testing.T) {
 	for _, id := range s.ids {
 		s.nodes[id].core.cfg.AntiEntropyBytes = 2 << 10
 	}
-	e := mkEdge(1, 2)
-	s.cut[e] = true
-	if err := s.eventually(3*time.Second, func() error {
-		if s.nodes[1].core.IsUp(2) || s.nodes[2].core.IsUp(1) {
-			return fmt.Errorf("still up across the cut")
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e := cutPair(t, s)
 	for i := range 2000 {
 		writeLocal(s, 1, fmt.Sprintf("k%d", i), uint64(i))
 	}
