@@ -29,24 +29,24 @@ func (s *Server) fastAck(props sip.TransportReadProps, data []byte) bool {
 	if s.stack.index.invite(req) != nil {
 		return false // the ACK of a non-2xx: its transaction's
 	}
-	req.SetTransport("UDP")
-	req.SetSource(props.RemoteAddr.String())
-	go s.serve(req, ackTx{}, sock)
+	go s.serve(req, noTx{}, sock)
 	return true
 }
 
-// ackTx is the transaction of a bypassed ACK: an ACK gets no response and
-// leaves nothing to absorb.
-type ackTx struct{}
+// noTx is the transaction of a request handled without one (the fast
+// paths): it keeps no state, so it has nothing to end or wait for. Only
+// sipgo's INVITE server transactions are ever watched for their end. As
+// the transaction of an ACK, which gets no response, it sends none.
+type noTx struct{}
 
-func (ackTx) Respond(*sip.Response) error        { return errAckNoResponse }
-func (ackTx) Acks() <-chan *sip.Request          { return nil }
-func (ackTx) OnCancel(sip.FnTxCancel) bool       { return false }
-func (ackTx) Terminate()                         {}
-func (ackTx) OnTerminate(sip.FnTxTerminate) bool { return false }
-func (ackTx) Done() <-chan struct{}              { return closedCh }
-func (ackTx) Err() error                         { return nil }
+func (noTx) Respond(*sip.Response) error        { return errNoResponse }
+func (noTx) Acks() <-chan *sip.Request          { return nil }
+func (noTx) OnCancel(sip.FnTxCancel) bool       { return false }
+func (noTx) Terminate()                         {}
+func (noTx) OnTerminate(sip.FnTxTerminate) bool { return false }
+func (noTx) Done() <-chan struct{}              { return closedCh }
+func (noTx) Err() error                         { return nil }
 
 var closedCh = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
-var errAckNoResponse = errors.New("edge: an ACK gets no response")
+var errNoResponse = errors.New("edge: an ACK gets no response")

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"net"
-	"net/netip"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -29,15 +28,12 @@ func (s *Server) fastBye(props sip.TransportReadProps, data []byte) bool {
 	if req == nil || !hasToTag(req) || !rfc3261Branch(req.Via()) {
 		return false // sipgo matches those without a branch by other rules
 	}
-	src := props.RemoteAddr.String()
-	req.SetTransport("UDP")
-	req.SetSource(src)
 	// The response will match no transaction and be sent through sipgo's
 	// pool, by the address it goes to: map that address to the listener,
 	// as sipgo's read loop does for every datagram it takes itself.
 	if pool := s.tp.Pool("udp"); pool != nil {
 		if c := pool.Get(sock.pc.LocalAddr().String()); c != nil {
-			pool.Add(src, c)
+			pool.Add(req.Source(), c)
 			_, _ = c.TryClose() // a listener is never closed by its pool refs
 		}
 	}
@@ -49,24 +45,12 @@ func (s *Server) fastBye(props sip.TransportReadProps, data []byte) bool {
 // proxy rejects): the response goes from the listener that received the
 // request; a retransmission is handled again.
 type statelessTx struct {
+	noTx
 	sock *socket
 	src  net.Addr
 }
 
 func (t *statelessTx) Respond(res *sip.Response) error {
-	var dest *net.UDPAddr
-	if ap, err := netip.ParseAddrPort(res.Destination()); err == nil {
-		dest = net.UDPAddrFromAddrPort(ap)
-	} else if ua, ok := t.src.(*net.UDPAddr); ok {
-		dest = ua
-	}
-	_, err := t.sock.pc.WriteTo([]byte(res.String()), dest)
+	_, err := t.sock.pc.WriteTo([]byte(res.String()), udpDest(res, t.src))
 	return err
 }
-
-func (t *statelessTx) Acks() <-chan *sip.Request          { return nil }
-func (t *statelessTx) OnCancel(sip.FnTxCancel) bool       { return false }
-func (t *statelessTx) Terminate()                         {}
-func (t *statelessTx) OnTerminate(sip.FnTxTerminate) bool { return false }
-func (t *statelessTx) Done() <-chan struct{}              { return closedCh }
-func (t *statelessTx) Err() error                         { return nil }

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"net"
 	"runtime"
@@ -11,10 +10,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/anyedge/anyedge/edge/location"
 )
 
 // BenchmarkCallUDP measures one proxied call over loopback UDP through a
@@ -29,19 +24,7 @@ func BenchmarkCallUDP(b *testing.B) {
 		clients = 4
 		window  = 16 // calls in progress per caller socket
 	)
-	cfg := Config{
-		Listeners: []Listener{{Transport: "udp", Addr: "127.0.0.1:0"}},
-		Domains:   []string{domain},
-	}
-	srv, err := New(cfg, location.NewMemory(), WithRegistry(prometheus.NewRegistry()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = srv.Close() }()
-	edge := net.UDPAddrFromAddrPort(srv.Addr("udp"))
+	edge := benchServer(b, Timeouts{})
 
 	uas, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -54,16 +37,7 @@ func BenchmarkCallUDP(b *testing.B) {
 	go func() { defer close(uasDone); benchUAS(uas) }()
 	defer func() { _ = uas.Close(); <-uasDone }()
 
-	conns := make([]*net.UDPConn, clients)
-	for i := range conns {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		_ = c.SetReadBuffer(1 << 20)
-		defer func() { _ = c.Close() }()
-		conns[i] = c
-	}
+	conns := benchConns(b, clients, 1<<20)
 
 	runtime.GC()
 	var ms0 runtime.MemStats

@@ -74,7 +74,7 @@ func (s *Server) routeInDialog(r *request) (dialogRoute, bool) {
 		// we recorded one. From the caller (its from-tag) the request goes
 		// to the callee, else to the caller.
 		key := rrCallerFlow
-		if fromTag(fwd) == ftag {
+		if fromTagOf(fwd) == ftag {
 			key = rrCalleeFlow
 		}
 		if tok, ok := params.Get(key); ok {
@@ -160,5 +160,5 @@ type dialogConfirmer interface {
 // a 2xx. Without a tracker that can tell, it is false.
 func (s *Server) answered(req *sip.Request) bool {
 	c, ok := s.hooks.Dialogs.(dialogConfirmer)
-	return ok && c.Confirmed(DialogID{CallID: callID(req), FromTag: fromTag(req), ToTag: toTagOf(req)})
+	return ok && c.Confirmed(DialogID{CallID: callID(req), FromTag: fromTagOf(req), ToTag: toTagOf(req)})
 }

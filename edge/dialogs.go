@@ -61,7 +61,7 @@ func (s *Server) beginDialog(r *request) bool {
 		return true
 	}
 	req := r.req
-	st := DialogStart{CallID: callID(req), FromTag: fromTag(req), User: r.user}
+	st := DialogStart{CallID: callID(req), FromTag: fromTagOf(req), User: r.user}
 	if f := req.From(); f != nil {
 		st.Caller = aorOf(f.Address)
 	}
@@ -123,7 +123,7 @@ func (s *Server) inDialogTx(r *request) sip.ServerTransaction {
 		return r.tx
 	}
 	req := r.req
-	id := DialogID{CallID: callID(req), FromTag: fromTag(req), ToTag: toTagOf(req)}
+	id := DialogID{CallID: callID(req), FromTag: fromTagOf(req), ToTag: toTagOf(req)}
 	if req.Method != sip.BYE {
 		var cseq uint32
 		if cs := req.CSeq(); cs != nil {
@@ -133,10 +133,16 @@ func (s *Server) inDialogTx(r *request) sip.ServerTransaction {
 		return r.tx
 	}
 	return &trackedTx{srvTx: r.tx, on: func(res *sip.Response) {
-		if c := res.StatusCode; c >= 200 && c != sip.StatusUnauthorized && c != sip.StatusProxyAuthRequired {
+		if byeEnds(res.StatusCode) {
 			t.Bye(id)
 		}
 	}}
+}
+
+// byeEnds: a final answer to a BYE ends the dialog, unless it is a
+// challenge (the BYE comes again with credentials).
+func byeEnds(code int) bool {
+	return code >= 200 && code != sip.StatusUnauthorized && code != sip.StatusProxyAuthRequired
 }
 
 // trackedTx reports every response sent upstream.

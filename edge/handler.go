@@ -265,10 +265,8 @@ func (s *Server) absorbResponse(res *sip.Response) {
 	if cs := res.CSeq(); cs != nil && cs.MethodName == sip.BYE {
 		// The answer to a BYE proxied statelessly (byefast.go) ends the
 		// dialog, as trackedTx does for one proxied with a transaction.
-		if t := s.hooks.Dialogs; t != nil {
-			if c := res.StatusCode; c >= 200 && c != sip.StatusUnauthorized && c != sip.StatusProxyAuthRequired {
-				t.Bye(DialogID{CallID: callID(res), FromTag: fromTagOf(res), ToTag: toTagOf(res)})
-			}
+		if t := s.hooks.Dialogs; t != nil && byeEnds(res.StatusCode) {
+			t.Bye(DialogID{CallID: callID(res), FromTag: fromTagOf(res), ToTag: toTagOf(res)})
 		}
 	}
 }
@@ -288,8 +286,6 @@ func callID(m sip.Message) string {
 	}
 	return ""
 }
-
-func fromTag(req *sip.Request) string { return fromTagOf(req) }
 
 func fromTagOf(m interface{ From() *sip.FromHeader }) string {
 	if f := m.From(); f != nil {

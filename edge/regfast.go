@@ -191,9 +191,7 @@ func (s *Server) fastRegister(props sip.TransportReadProps, data []byte) bool {
 		}
 		return true
 	}
-	req.SetTransport("UDP")
-	req.SetSource(props.RemoteAddr.String())
-	tx := &regTx{s: s, sock: sock, entry: e, src: props.RemoteAddr, done: make(chan struct{})}
+	tx := &regTx{s: s, sock: sock, entry: e, src: props.RemoteAddr}
 	s.regInflight.Add(1)
 	go func() {
 		defer s.regInflight.Add(-1)
@@ -219,8 +217,8 @@ func (s *Server) sweepRegisters(ctx context.Context) {
 
 // fastRequest parses a UDP datagram for a read-filter fast path: the
 // listener it came in on and the request, if it is a method request with
-// a Via and a CSeq; nil leaves the datagram to sipgo, which answers what
-// it cannot parse.
+// a Via and a CSeq, with its transport and source set as sipgo would;
+// nil leaves the datagram to sipgo, which answers what it cannot parse.
 func (s *Server) fastRequest(props sip.TransportReadProps, data []byte, method sip.RequestMethod) (*socket, *sip.Request) {
 	if !startsWithMethod(data, method) {
 		return nil, nil
@@ -237,6 +235,8 @@ func (s *Server) fastRequest(props sip.TransportReadProps, data []byte, method s
 	if !ok || req.Method != method || req.Via() == nil || req.CSeq() == nil {
 		return nil, nil
 	}
+	req.SetTransport("UDP")
+	req.SetSource(props.RemoteAddr.String())
 	return sock, req
 }
 
@@ -289,16 +289,13 @@ func (s *Server) socketByLocal(laddr net.Addr) *socket {
 
 // regTx is the transaction of a REGISTER taken by fastRegister: it sends
 // responses from the listener that received the request and records the
-// final one for retransmissions.
+// final one for retransmissions; that record is all the state it keeps.
 type regTx struct {
+	noTx
 	s     *Server
 	sock  *socket
 	entry *regEntry
 	src   net.Addr
-
-	mu   sync.Mutex
-	done chan struct{}
-	ends []sip.FnTxTerminate
 }
 
 var regBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
@@ -309,60 +306,21 @@ func (t *regTx) Respond(res *sip.Response) error {
 	res.StringWrite(buf)
 	b := bytes.Clone(buf.Bytes())
 	regBufs.Put(buf)
-	dest := t.dest(res)
+	dest := udpDest(res, t.src)
 	if res.StatusCode >= 200 && !t.s.regs.finish(t.entry, b, dest) {
 		return nil // a second final response is never sent
 	}
 	_, err := t.sock.pc.WriteTo(b, dest)
-	if res.StatusCode >= 200 {
-		t.Terminate()
-	}
 	return err
 }
 
-// dest is where a response goes (RFC 3261 §18.2.2, RFC 3581): sipgo's
-// Via-derived destination, which fixVia made an IP address; the source
-// of the request if it is not one.
-func (t *regTx) dest(res *sip.Response) *net.UDPAddr {
+// udpDest is where a response to a request from src goes (RFC 3261
+// §18.2.2, RFC 3581): sipgo's Via-derived destination, which fixVia made
+// an IP address; src if it is not one.
+func udpDest(res *sip.Response, src net.Addr) *net.UDPAddr {
 	if ap, err := netip.ParseAddrPort(res.Destination()); err == nil {
 		return net.UDPAddrFromAddrPort(ap)
 	}
-	if ua, ok := t.src.(*net.UDPAddr); ok {
-		return ua
-	}
-	return nil
+	ua, _ := src.(*net.UDPAddr)
+	return ua
 }
-
-func (t *regTx) Terminate() {
-	t.mu.Lock()
-	select {
-	case <-t.done:
-		t.mu.Unlock()
-		return
-	default:
-	}
-	close(t.done)
-	ends := t.ends
-	t.ends = nil
-	t.mu.Unlock()
-	for _, f := range ends {
-		f("", nil)
-	}
-}
-
-func (t *regTx) OnTerminate(f sip.FnTxTerminate) bool {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	select {
-	case <-t.done:
-		return false
-	default:
-	}
-	t.ends = append(t.ends, f)
-	return true
-}
-
-func (t *regTx) Done() <-chan struct{}        { return t.done }
-func (t *regTx) Err() error                   { return nil }
-func (t *regTx) Acks() <-chan *sip.Request    { return nil }
-func (t *regTx) OnCancel(sip.FnTxCancel) bool { return false }

@@ -26,30 +26,8 @@ func BenchmarkRegisterUDP(b *testing.B) {
 		clients = 4
 		window  = 32
 	)
-	cfg := Config{
-		Listeners: []Listener{{Transport: "udp", Addr: "127.0.0.1:0"}},
-		Domains:   []string{domain},
-		Timeouts:  Timeouts{NoResponse: 500 * time.Millisecond},
-	}
-	srv, err := New(cfg, location.NewMemory(), WithRegistry(prometheus.NewRegistry()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := srv.Start(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = srv.Close() }()
-	edge := net.UDPAddrFromAddrPort(srv.Addr("udp"))
-
-	conns := make([]*net.UDPConn, clients)
-	for i := range conns {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer func() { _ = c.Close() }()
-		conns[i] = c
-	}
+	edge := benchServer(b, Timeouts{NoResponse: 500 * time.Millisecond})
+	conns := benchConns(b, clients, 0)
 	// Pre-built datagrams: client i sends requests i, i+clients, ...
 	msgs := make([][][]byte, clients)
 	for n := 0; n < b.N; n++ {
@@ -170,4 +148,44 @@ func benchCallID(m []byte) string {
 	}
 	id, _, _ := bytes.Cut(rest, []byte("\r\n"))
 	return string(id)
+}
+
+// benchServer starts a Server with one UDP listener on loopback and an
+// in-memory store for a benchmark, closed at its cleanup, and returns the
+// listener's address.
+func benchServer(b *testing.B, timeouts Timeouts) *net.UDPAddr {
+	b.Helper()
+	cfg := Config{
+		Listeners: []Listener{{Transport: "udp", Addr: "127.0.0.1:0"}},
+		Domains:   []string{domain},
+		Timeouts:  timeouts,
+	}
+	srv, err := New(cfg, location.NewMemory(), WithRegistry(prometheus.NewRegistry()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := srv.Start(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = srv.Close() })
+	return net.UDPAddrFromAddrPort(srv.Addr("udp"))
+}
+
+// benchConns opens n client sockets on loopback, closed at the
+// benchmark's cleanup; rbuf > 0 sets their receive buffer.
+func benchConns(b *testing.B, n, rbuf int) []*net.UDPConn {
+	b.Helper()
+	conns := make([]*net.UDPConn, n)
+	for i := range conns {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if rbuf > 0 {
+			_ = c.SetReadBuffer(rbuf)
+		}
+		b.Cleanup(func() { _ = c.Close() })
+		conns[i] = c
+	}
+	return conns
 }

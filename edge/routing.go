@@ -292,7 +292,7 @@ const (
 // requests from the callee reach it), and a signature.
 func (s *Server) rrParams(r *request) sip.HeaderParams {
 	req := r.req
-	ftag := fromTag(req)
+	ftag := fromTagOf(req)
 	p := sip.HeaderParams{{K: rrFromTag, V: ftag}}
 	transport := strings.ToLower(req.Transport())
 	natted := false
