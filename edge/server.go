@@ -152,6 +152,7 @@ type Server struct {
 	txl     *sip.TransactionLayer
 	px      *proxy.Proxy
 	sockets []*socket
+	sole    map[string]*socket // transports with one listener (stack.go)
 
 	ready   atomic.Bool
 	started bool
@@ -263,6 +264,7 @@ func (s *Server) Start(ctx context.Context) error {
 		}
 		s.sockets = append(s.sockets, sock)
 	}
+	s.sole = soleListeners(s.sockets)
 	if err := s.buildStack(); err != nil {
 		for _, o := range s.sockets {
 			_ = o.close()

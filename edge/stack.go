@@ -192,6 +192,22 @@ func (s *Server) socketFor(transport, dest string) *socket {
 	return fallback
 }
 
+// soleListeners maps each transport with exactly one listener to it.
+func soleListeners(socks []*socket) map[string]*socket {
+	sole := map[string]*socket{}
+	count := map[string]int{}
+	for _, sock := range socks {
+		count[sock.cfg.Transport]++
+		sole[sock.cfg.Transport] = sock
+	}
+	for t, n := range count {
+		if n > 1 {
+			delete(sole, t)
+		}
+	}
+	return sole
+}
+
 // inSocket is the listener a request came in on. sipgo does not record
 // it, but its connection pools map the source address to the connection
 // (the listener itself for UDP) that received from it.
@@ -199,17 +215,7 @@ func (s *Server) inSocket(req *sip.Request) *socket {
 	transport := strings.ToLower(req.Transport())
 	// The only listener of the transport needs no lookup, which costs a
 	// pool lock and a formatted address per request.
-	var only *socket
-	for _, sock := range s.sockets {
-		if sock.cfg.Transport == transport {
-			if only != nil {
-				only = nil
-				break
-			}
-			only = sock
-		}
-	}
-	if only != nil {
+	if only := s.sole[transport]; only != nil {
 		return only
 	}
 	if c, err := s.tp.GetConnection(transport, req.Source()); err == nil {
