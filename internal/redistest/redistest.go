@@ -237,7 +237,10 @@ func (c *Cluster) Restart(i int) {
 	}
 	cmd := c.o.Command(c.bin, filepath.Join(n.Dir, "redis.conf"))
 	cmd.Dir = n.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // never outlive the test
+	// Never outlive the test; its own process group, so that Kill also
+	// stops the children it forks (AOF rewrite, replica sync), which would
+	// otherwise go on writing in the test's temporary directory.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		n.mu.Unlock()
 		c.t.Fatalf("redistest: start redis-server: %v", err)
@@ -260,7 +263,9 @@ func (c *Cluster) Restart(i int) {
 	})
 }
 
-// Kill kills node i (SIGKILL, by PID) and waits for it to exit.
+// Kill kills node i and the children it forked (SIGKILL to the process
+// group it leads, which only our redis-server and its forks are in) and
+// waits until all of them are gone.
 func (c *Cluster) Kill(i int) {
 	n := c.Nodes[i]
 	n.mu.Lock()
@@ -268,8 +273,16 @@ func (c *Cluster) Kill(i int) {
 	if n.cmd == nil {
 		return
 	}
-	_ = n.cmd.Process.Signal(syscall.SIGKILL)
+	pgid := n.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
 	<-n.out
+	// Forked children are reaped by init, not by us: poll until none of
+	// the group is left, bounded.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if err := syscall.Kill(-pgid, 0); err == syscall.ESRCH {
+			break
+		}
+	}
 	n.cmd, n.out = nil, nil
 }
 
