@@ -306,6 +306,12 @@ func (n *Node) recv(in inFrame) {
 	}
 	n.m.recvFrame(in.f)
 	n.core.Recv(time.Now(), id, in.f)
+	// A snapshot chunk for this node is done with once the core has
+	// handed its records to Apply (which keeps none of them): its memory
+	// serves the next chunks. One to forward may still be queued to a link.
+	if f := in.f; f.Cap == wire.SystemCap && f.Type == wire.MsgSyncChunk && (f.Dst == 0 || f.Dst == n.cfg.NodeID) {
+		wire.Recycle(f)
+	}
 }
 
 func (n *Node) tick(now time.Time) {

@@ -53,6 +53,9 @@ type Core struct {
 	lastFlood time.Time
 	dirtyLSA  bool
 
+	// chunkRecs is onChunk's record list, reused: Apply keeps none.
+	chunkRecs [][]byte
+
 	links   map[NodeID]*link
 	lsdb    map[NodeID]*LSA
 	tomb    map[NodeID]uint64 // removed node -> highest removed incarnation

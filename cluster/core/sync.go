@@ -372,7 +372,7 @@ func (c *Core) onChunk(f *wire.Frame, r *wire.Reader) {
 		c.abortSync(name, cs, true)
 		return
 	}
-	recs := make([][]byte, 0, n)
+	recs := c.chunkRecs[:0]
 	for i := 0; i < n && r.Err == nil; i++ {
 		recs = append(recs, r.Bytes())
 	}
@@ -386,6 +386,8 @@ func (c *Core) onChunk(f *wire.Frame, r *wire.Reader) {
 	if cs.spec.Apply != nil && len(recs) > 0 {
 		cs.spec.Apply(f.Src, recs)
 	}
+	clear(recs) // pins no chunk once the sync is over
+	c.chunkRecs = recs[:0]
 	var w wire.Writer
 	w.U64(req)
 	w.U32(seq)

@@ -163,7 +163,9 @@ type Capability struct {
 	Donors func(NodeMeta) bool
 	// Apply merges records from a snapshot or an anti-entropy delta. The
 	// capability's merge rule makes it idempotent: a record seen twice, or
-	// older than what is held, changes nothing.
+	// older than what is held, changes nothing. recs, and the records
+	// in it, are valid only until Apply returns: a snapshot chunk's
+	// memory is reused for the next chunks.
 	Apply func(from NodeID, recs [][]byte)
 	// Settle (optional) is called when a snapshot ends, before the
 	// capability counts as synced and its held updates are handed to

@@ -89,4 +89,7 @@ type Frame struct {
 	// to the garbage collector. A frame with Release is sent once and not
 	// kept by its sender, so nothing reads Body after the call.
 	Release func(body []byte)
+
+	// big is the memory a FrameReader read a big frame into (Recycle).
+	big *bigBuf
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 )
 
 // DefaultReadBuffer is the FrameReader's buffer size. Small frames (the
@@ -25,7 +26,8 @@ const directRead = 16 << 10
 //
 // Frames returned by ReadFrame own their memory: Cap and Body never alias
 // the reader's reusable buffer, so a frame may be handed to another
-// goroutine while the reader goes on.
+// goroutine while the reader goes on. A big frame's memory may come back
+// for later frames through Recycle.
 //
 // Error handling follows Decode's sentinels:
 //   - an ErrBadFrame-wrapped error means exactly that frame was consumed and
@@ -107,8 +109,8 @@ func (r *FrameReader) readFrame() (*Frame, error) {
 	if _, err := r.br.Discard(lenSize); err != nil {
 		return nil, err // cannot happen: the prefix was peeked
 	}
-	buf := make([]byte, size)
-	Prefault(buf)
+	pb := getBig(size)
+	buf := pb.b[:size]
 	n := 0
 	if b := r.br.Buffered(); b > 0 {
 		n, _ = r.br.Read(buf[:min(b, size)]) // buffered bytes only: no read
@@ -119,7 +121,51 @@ func (r *FrameReader) readFrame() (*Frame, error) {
 			return nil, eofInFrame(err)
 		}
 	}
-	return parseNoCopy(buf)
+	f, err := parseNoCopy(buf)
+	if f != nil {
+		f.big = pb
+	}
+	return f, err
+}
+
+// bigBuf is the memory of a big frame, lent to it by bigPool.
+type bigBuf struct{ b []byte }
+
+// bigPool recycles big frames' memory (Recycle). A new node's sync reads
+// hundreds of megabytes of snapshot chunks; a fresh buffer per chunk was
+// that much new memory to fault in (a tenth of the receiver's CPU), and
+// garbage right after the chunk was applied. A sync.Pool, so that a link
+// that no longer syncs keeps nothing past two collections.
+var bigPool sync.Pool
+
+// bigFrameCap is the least capacity of a big frame's buffer: a default
+// snapshot chunk (64 KiB of records plus their framing) fits, so that one
+// buffer serves any chunk of a sync.
+const bigFrameCap = 72 << 10
+
+func getBig(size int) *bigBuf {
+	if pb, _ := bigPool.Get().(*bigBuf); pb != nil {
+		if cap(pb.b) >= size {
+			return pb
+		}
+	}
+	// Fresh memory: faulted in with one madvise, not a fault per page
+	// as the frame is read into it.
+	b := make([]byte, max(size, bigFrameCap))
+	Prefault(b)
+	return &bigBuf{b: b}
+}
+
+// Recycle gives the memory of a frame read by a FrameReader back for the
+// frames read after it (of any reader). Call it only once nothing refers
+// to f's Body, or to anything sliced from it, any more; the cluster does
+// so for snapshot chunks, whose records Capability.Apply must not keep.
+// It does nothing for small frames, which own copies.
+func Recycle(f *Frame) {
+	if pb := f.big; pb != nil {
+		f.big, f.Body = nil, nil
+		bigPool.Put(pb)
+	}
 }
 
 func eofInFrame(err error) error {
