@@ -22,8 +22,8 @@ import (
 // time, CSeq, node id), so snapshot records and held updates may be applied
 // twice or late.
 func (s *Service) Capabilities() []cluster.Capability {
-	metaQ := newApplyQueue(func(recs [][]byte) { s.apply(MetaCap, recs) })
-	bindQ := newApplyQueue(func(recs [][]byte) { s.apply(s.bindCap, recs) })
+	metaQ := newApplyQueue(func(recs [][]byte) { s.apply(MetaCap, recs) }, applyLanes, s.laneOf)
+	bindQ := newApplyQueue(func(recs [][]byte) { s.apply(s.bindCap, recs) }, applyLanes, s.laneOf)
 	s.metaQ, s.bindQ = metaQ, bindQ
 	meta := cluster.Capability{
 		Name:      MetaCap,
@@ -137,6 +137,19 @@ func (s *Service) applyChunk(q *applyQueue, synced *atomic.Bool, capName string,
 		return
 	}
 	q.push(recs)
+}
+
+// laneOf is the apply lane of a record (applyQueue): its AoR's shard, so
+// that the lanes of a queue never wait for each other's shard locks. A
+// record too short to name its AoR goes to lane 0, where merge counts it.
+func (s *Service) laneOf(rec []byte) int {
+	r := sreader{s: unsafe.String(unsafe.SliceData(rec), len(rec))}
+	r.u8()
+	aor := r.str()
+	if r.bad {
+		return 0
+	}
+	return bucketOf(aor, len(s.st.shards))
 }
 
 // apply takes snapshot chunks and anti-entropy deltas. Once the capability
