@@ -2,8 +2,10 @@ package geo
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/anyedge/anyedge/edge/location"
 )
@@ -85,5 +87,37 @@ func TestMergeOwnsItsRecords(t *testing.T) {
 			t.Errorf("AoR %d: the slot left behind still holds %q", i, old[0].key)
 		}
 		sh.mu.Unlock()
+	}
+}
+
+// The record slabs fill their allocator size class: a field added to a
+// record type moves it to a bigger class (up to a quarter more memory per
+// replica) unless the slab's count is tuned again.
+func TestSlabsFillSizeClasses(t *testing.T) {
+	// Go's size classes from 2 KiB to 8 KiB (runtime sizeclasses.go).
+	classes := []uintptr{2048, 2304, 2688, 3072, 3200, 3456, 4096, 4864, 5376, 6144, 6528, 6784, 6912, 8192}
+	const header = 8 // the allocator's type header of an object with pointers
+	for _, c := range []struct {
+		name       string
+		size, want uintptr
+		n          int
+	}{
+		{"brec", unsafe.Sizeof(brec{}), 104, allocBindBlock},
+		{"aorState", unsafe.Sizeof(aorState{}), 72, allocStateBlock},
+		{"mrec", unsafe.Sizeof(mrec{}), 88, allocMetaBlock},
+	} {
+		if c.size != c.want {
+			t.Errorf("%s is %d bytes, was %d: check its slab count", c.name, c.size, c.want)
+			continue
+		}
+		used := c.size*uintptr(c.n) + header
+		i := slices.IndexFunc(classes, func(cl uintptr) bool { return cl >= used })
+		if i < 0 {
+			t.Errorf("%s slab of %d: %d bytes, past the classes listed", c.name, c.n, used)
+			continue
+		}
+		if waste := classes[i] - used; waste >= c.size {
+			t.Errorf("%s slab of %d: %d bytes in class %d, %d wasted: room for another record", c.name, c.n, used, classes[i], waste)
+		}
 	}
 }

@@ -57,8 +57,11 @@ func (v version) newer(o version) bool { return v.cmp(o) > 0 }
 // of any version it replaced (its horizon) and stays as a tombstone until
 // then.
 type brec struct {
-	home uint32
-	key  string // location.Binding.Key
+	// (home, dead and nated share a word: 104 bytes, was 112.)
+	home  uint32
+	dead  bool
+	nated bool   // the live binding is NATed: the keepalive pinger's
+	key   string // location.Binding.Key
 	ch   uint64 // claim hash (instance or Call-ID), see claimHash
 	ver  version
 	// cver is the version the home claims the UA at (see claim): the
@@ -67,8 +70,6 @@ type brec struct {
 	// that the UA was here at cver, so their older bindings go too, in
 	// whatever order the nodes learn of the moves.
 	cver    version
-	dead    bool
-	nated   bool  // the live binding is NATed: the keepalive pinger's
 	horizon int64 // unix ns: keep the record (as a tombstone) until then
 	exp     int64 // the binding's expiry (unix ns)
 	// enc is the live binding in its wire form (encodeBody): one string
@@ -97,9 +98,9 @@ type claim struct {
 // its behalf).
 type mrec struct {
 	home    uint32
+	dead    bool
 	region  string
 	ver     version
-	dead    bool
 	expires int64 // latest binding expiry (unix ns)
 	horizon int64
 	claims  []claim // never modified once stored
