@@ -62,8 +62,8 @@ type brec struct {
 	dead  bool
 	nated bool   // the live binding is NATed: the keepalive pinger's
 	key   string // location.Binding.Key
-	ch   uint64 // claim hash (instance or Call-ID), see claimHash
-	ver  version
+	ch    uint64 // claim hash (instance or Call-ID), see claimHash
+	ver   version
 	// cver is the version the home claims the UA at (see claim): the
 	// binding's own version, kept by its tombstone. A binding that a
 	// newer registration elsewhere retired still tells the other homes
