@@ -97,3 +97,42 @@ func BenchmarkSyncApply(b *testing.B) {
 	// binding: unlike wall time it does not depend on the machine's load.
 	b.ReportMetric(float64(cpu)/float64(n*b.N), "cpu-ns/binding")
 }
+
+// BenchmarkSnapshotRead is the donor's side of a new node's sync: it reads
+// the metadata and binding snapshots of n bindings (-geo.apply.n) as the
+// cluster's sync streams do, without sockets.
+func BenchmarkSnapshotRead(b *testing.B) {
+	n := *applyN
+	donor, err := New(Config{}, newFake(1, map[uint32]string{1: "eu", 2: "eu"}))
+	if err != nil {
+		b.Fatal(err)
+	}
+	donor.inline = true
+	now := time.Now()
+	ctx := context.Background()
+	for i := range n {
+		if _, err := donor.Save(ctx, realistic(i, now)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	const budget = 64<<10 - 64
+	var cpu time.Duration
+	b.ResetTimer()
+	for b.Loop() {
+		cpu0 := cpuTime()
+		recs := 0
+		for _, kind := range []uint8{recMeta, recBind} {
+			rd := donor.snapshot(kind)
+			var dst [][]byte
+			for done := false; !done; {
+				dst, done = rd.Next(dst[:0], budget)
+				recs += len(dst)
+			}
+		}
+		cpu += cpuTime() - cpu0
+		if recs != 2*n {
+			b.Fatalf("%d records read, want %d", recs, 2*n)
+		}
+	}
+	b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/binding")
+}
