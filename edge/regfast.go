@@ -3,6 +3,8 @@ package edge
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
+	"hash/maphash"
 	"net"
 	"net/netip"
 	"strconv"
@@ -37,60 +39,106 @@ const regCacheMax = 1 << 20
 
 // regCache keeps REGISTER transactions by key in nine generations, the
 // newest first, rotated every eighth of Timer J: an entry lives between
-// Timer J and 9/8 of it, and expiry costs one map drop per rotation, not a
-// scan or a timer per entry. Server.Start sweeps it every rotation, so an
-// idle node lets go of the last burst's responses too.
+// Timer J and 9/8 of it, and expiry costs one generation dropped per
+// rotation, not a scan or a timer per entry. Server.Start sweeps it every
+// rotation, so an idle node lets go of the last burst's responses too.
+//
+// A finished transaction (hundreds of thousands at a high REGISTER rate)
+// is kept as bytes in a generation's chunks, found through a map of key
+// hashes to positions: neither holds a pointer, so the collector never
+// scans them. As heap objects (key string, entry, response, address) they
+// were most of a busy registrar's live heap, and every GC cycle marked
+// them on the node's one core while replication and REGISTERs waited.
 type regCache struct {
 	mu      sync.Mutex
-	gens    [9]map[string]*regEntry
+	gens    [9]*regGen
 	rotated time.Time
 	span    time.Duration
 	max     int
 	now     func() time.Time
+	seed    maphash.Seed
 }
 
-// regEntry is one REGISTER transaction: resp is its final response as
-// sent, nil while the request is being handled.
+// regGen is one generation.
+type regGen struct {
+	// pending: being handled, awaiting their final response; few (at most
+	// max_registers_in_flight at a time).
+	pending map[string]*regEntry
+	// done: key hash → position of the finished transaction's record in
+	// chunks (chunk index << 32 | offset).
+	done   map[uint64]uint64
+	chunks [][]byte
+	n      int // transactions begun in this generation, pending or done
+}
+
+// regChunk is the size of a generation's record chunks; a bigger record
+// gets a chunk of its own.
+const regChunk = 256 << 10
+
+// regEntry is one REGISTER transaction as begin returns it: a pending one
+// (the same entry for every retransmission until it finishes), or a copy
+// of a finished one's answer.
 type regEntry struct {
+	key  string
+	gen  *regGen // the generation it is pending in
+	done bool
 	resp []byte
 	dest *net.UDPAddr
 }
 
 func newRegCache(now func() time.Time, timerJ time.Duration, max int) *regCache {
-	c := &regCache{now: now, span: timerJ / 8, max: max, rotated: now()}
+	c := &regCache{now: now, span: timerJ / 8, max: max, rotated: now(), seed: maphash.MakeSeed()}
 	for i := range c.gens {
-		c.gens[i] = map[string]*regEntry{}
+		c.gens[i] = newRegGen()
 	}
 	return c
+}
+
+func newRegGen() *regGen {
+	return &regGen{pending: map[string]*regEntry{}, done: map[uint64]uint64{}}
 }
 
 // begin returns the entry of key and whether the caller created it (a new
 // transaction) rather than found it (a retransmission).
 func (c *regCache) begin(key string) (e *regEntry, created bool) {
+	h := maphash.String(c.seed, key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.expireLocked()
 	for _, g := range c.gens {
-		if e := g[key]; e != nil {
+		if e := g.pending[key]; e != nil {
+			return e, false
+		}
+		if e := g.lookup(h, key); e != nil {
 			return e, false
 		}
 	}
-	if len(c.gens[0]) >= c.max/len(c.gens) {
+	if c.gens[0].n >= c.max/len(c.gens) {
 		c.rotateLocked()
 	}
-	e = &regEntry{}
-	c.gens[0][key] = e
+	g := c.gens[0]
+	e = &regEntry{key: key, gen: g}
+	g.pending[key] = e
+	g.n++
 	return e, true
 }
 
-// finish records e's final response; the first one wins.
+// finish records e's final response (copied); the first one wins.
 func (c *regCache) finish(e *regEntry, resp []byte, dest *net.UDPAddr) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if e.resp != nil {
+	if e.done {
 		return false
 	}
-	e.resp, e.dest = resp, dest
+	e.done = true
+	delete(e.gen.pending, e.key)
+	// Into the newest generation: it may outlive Timer J by a rotation,
+	// never fall short of it.
+	g := c.gens[0]
+	if g != e.gen {
+		g.n++
+	}
+	g.store(maphash.String(c.seed, e.key), e.key, resp, dest)
 	return true
 }
 
@@ -99,6 +147,79 @@ func (c *regCache) answer(e *regEntry) ([]byte, *net.UDPAddr) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return e.resp, e.dest
+}
+
+// A record: key length (2), key, address length (1), address, port (2),
+// response length (4), response.
+func (g *regGen) store(h uint64, key string, resp []byte, dest *net.UDPAddr) {
+	var ip net.IP
+	var port int
+	if dest != nil {
+		ip, port = dest.IP, dest.Port
+		if ip4 := ip.To4(); ip4 != nil {
+			ip = ip4
+		}
+	}
+	if len(key) > 0xffff || len(ip) > 0xff {
+		return // not a key regKey makes; not worth absorbing
+	}
+	size := 2 + len(key) + 1 + len(ip) + 2 + 4 + len(resp)
+	ci := len(g.chunks) - 1
+	if ci < 0 || cap(g.chunks[ci])-len(g.chunks[ci]) < size {
+		g.chunks = append(g.chunks, make([]byte, 0, max(regChunk, size)))
+		ci++
+	}
+	b := g.chunks[ci]
+	off := len(b)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(key)))
+	b = append(b, key...)
+	b = append(b, byte(len(ip)))
+	b = append(b, ip...)
+	b = binary.BigEndian.AppendUint16(b, uint16(port))
+	b = binary.BigEndian.AppendUint32(b, uint32(len(resp)))
+	b = append(b, resp...)
+	g.chunks[ci] = b
+	// Two keys with one hash in a generation: the later wins, and the
+	// earlier one's retransmission is handled again (REGISTER handling is
+	// idempotent for a repeated Call-ID and CSeq).
+	g.done[h] = uint64(ci)<<32 | uint64(off)
+}
+
+// lookup is a copy of key's finished transaction, nil if not here.
+func (g *regGen) lookup(h uint64, key string) *regEntry {
+	pos, ok := g.done[h]
+	if !ok {
+		return nil
+	}
+	b := g.chunks[pos>>32][uint32(pos):]
+	kl := int(binary.BigEndian.Uint16(b))
+	if string(b[2:2+kl]) != key {
+		return nil
+	}
+	b = b[2+kl:]
+	il := int(b[0])
+	ip := net.IP(bytes.Clone(b[1 : 1+il]))
+	b = b[1+il:]
+	port := int(binary.BigEndian.Uint16(b))
+	rl := int(binary.BigEndian.Uint32(b[2:]))
+	e := &regEntry{key: key, done: true, resp: bytes.Clone(b[6 : 6+rl])}
+	if il > 0 {
+		e.dest = &net.UDPAddr{IP: ip, Port: port}
+	}
+	return e
+}
+
+// has reports whether key has a transaction here, pending or finished.
+func (c *regCache) has(key string) bool {
+	h := maphash.String(c.seed, key)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, g := range c.gens {
+		if g.pending[key] != nil || g.lookup(h, key) != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // sweep drops the generations past Timer J.
@@ -119,10 +240,12 @@ func (c *regCache) expireLocked() {
 	}
 }
 
+// rotateLocked drops the oldest generation. Its pending entries (a handler
+// slower than Timer J) finish into the newest one.
 func (c *regCache) rotateLocked() {
 	last := len(c.gens) - 1
 	copy(c.gens[1:], c.gens[:last])
-	c.gens[0] = map[string]*regEntry{}
+	c.gens[0] = newRegGen()
 }
 
 // len is the number of transactions kept.
@@ -131,7 +254,7 @@ func (c *regCache) len() int {
 	defer c.mu.Unlock()
 	n := 0
 	for _, g := range c.gens {
-		n += len(g)
+		n += g.n
 	}
 	return n
 }
@@ -303,14 +426,13 @@ var regBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 func (t *regTx) Respond(res *sip.Response) error {
 	buf := regBufs.Get().(*bytes.Buffer)
 	buf.Reset()
+	defer regBufs.Put(buf)
 	res.StringWrite(buf)
-	b := bytes.Clone(buf.Bytes())
-	regBufs.Put(buf)
 	dest := udpDest(res, t.src)
-	if res.StatusCode >= 200 && !t.s.regs.finish(t.entry, b, dest) {
+	if res.StatusCode >= 200 && !t.s.regs.finish(t.entry, buf.Bytes(), dest) {
 		return nil // a second final response is never sent
 	}
-	_, err := t.sock.pc.WriteTo(b, dest)
+	_, err := t.sock.pc.WriteTo(buf.Bytes(), dest)
 	return err
 }
 

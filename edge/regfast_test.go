@@ -37,14 +37,8 @@ func TestRegCacheGenerations(t *testing.T) {
 	}{{31 * time.Second, true}, {32 * time.Second, true}, {35 * time.Second, true}, {36 * time.Second, false}} {
 		now = time.Unix(1000, 0).Add(step.at)
 		c.sweep()
-		c.mu.Lock()
-		found := false
-		for _, g := range c.gens {
-			found = found || g["a"] != nil
-		}
-		c.mu.Unlock()
-		if found != step.kept {
-			t.Fatalf("at %v: kept %v, want %v", step.at, found, step.kept)
+		if found := c.has("a"); found != step.kept {
+			t.Fatalf("at %v: kept %v, want %v", step.at, !step.kept, step.kept)
 		}
 	}
 	// A long idle gap drops everything.
@@ -55,6 +49,59 @@ func TestRegCacheGenerations(t *testing.T) {
 	}
 	if n := c.len(); n != 1 {
 		t.Fatalf("after an idle hour: %d entries, want 1", n)
+	}
+}
+
+// A finished transaction comes back from its stored bytes: the response
+// and its destination as finished, IPv4 or IPv6, also when the entry was
+// begun in a generation that rotated out before it finished.
+func TestRegCacheFinishedRecords(t *testing.T) {
+	now := time.Unix(1000, 0)
+	c := newRegCache(func() time.Time { return now }, 32*time.Second, 1000)
+	v4 := &net.UDPAddr{IP: net.IPv4(198, 18, 0, 7), Port: 5060}
+	v6 := &net.UDPAddr{IP: net.ParseIP("2001:db8::7"), Port: 5070}
+	resp4 := []byte("SIP/2.0 200 OK\r\nVia: a\r\n\r\n")
+	resp6 := []byte(strings.Repeat("x", 3*regChunk/2)) // bigger than a chunk
+	a, _ := c.begin("a")
+	b, _ := c.begin("b")
+	d, _ := c.begin("d")
+	if !c.finish(a, resp4, v4) {
+		t.Fatal("finish a")
+	}
+	resp4[0] = 'X' // the cache keeps a copy
+	now = now.Add(40 * time.Second)
+	c.sweep() // b and d were begun in a generation dropped now
+	if !c.finish(b, resp6, v6) || !c.finish(d, []byte("no dest"), nil) {
+		t.Fatal("finish b, d")
+	}
+	if c.has("a") {
+		t.Error("a outlived 9/8 of Timer J")
+	}
+	for _, tc := range []struct {
+		key  string
+		resp string
+		dest *net.UDPAddr
+	}{{"b", string(resp6), v6}, {"d", "no dest", nil}} {
+		e, created := c.begin(tc.key)
+		if created {
+			t.Fatalf("%s: finished transaction not found", tc.key)
+		}
+		resp, dest := c.answer(e)
+		if string(resp) != tc.resp {
+			t.Errorf("%s: response %.40q, want %.40q", tc.key, resp, tc.resp)
+		}
+		if (dest == nil) != (tc.dest == nil) || (dest != nil && dest.String() != tc.dest.String()) {
+			t.Errorf("%s: destination %v, want %v", tc.key, dest, tc.dest)
+		}
+		if c.finish(e, []byte("again"), nil) {
+			t.Errorf("%s: finished twice", tc.key)
+		}
+	}
+	a2, _ := c.begin("a")
+	c.finish(a2, []byte("SIP/2.0 200 OK\r\n\r\n"), v4)
+	e, created := c.begin("a")
+	if resp, dest := c.answer(e); created || string(resp) != "SIP/2.0 200 OK\r\n\r\n" || dest.String() != v4.String() {
+		t.Errorf("a again: created %v, %q to %v", created, resp, dest)
 	}
 }
 
