@@ -22,6 +22,9 @@ type srvTx struct {
 	req   *sip.Request
 	m     *metrics
 	final atomic.Bool
+	// deferred: the final response will be sent after the handler
+	// returns (a REGISTER waiting for geo's replication ack).
+	deferred atomic.Bool
 }
 
 func (t *srvTx) Respond(res *sip.Response) error {
@@ -101,7 +104,7 @@ func (s *Server) serve(req *sip.Request, tx sip.ServerTransaction, in *socket) {
 				}()
 			}
 		}
-		if !r.tx.final.Load() {
+		if !r.tx.final.Load() && !r.tx.deferred.Load() {
 			// Nothing was answered (ACK, dropped, aborted): end the
 			// transaction now; with no final response sipgo has no timer
 			// that would.

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"runtime/debug"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -22,22 +23,32 @@ func (s *Server) handleRegister(r *request) {
 	if s.auth != nil && !s.authenticate(r, false) {
 		return
 	}
-	res := s.registrar.Handle(r.ctx, req, registrar.Source{
+	// With geo, the 200 leaves when the HA partner has the binding: send
+	// may run later, on the goroutine that took the partner's ack.
+	r.tx.deferred.Store(true)
+	s.registrar.HandleAsync(r.ctx, req, registrar.Source{
 		Addr:      req.Source(),
 		Transport: strings.ToLower(req.Transport()),
 		Socket:    r.in.ps.Name,
-	})
-	s.done(r)
-	if res == nil {
-		r.tx.reply(sip.StatusInternalServerError, "Server Internal Error")
-		return
-	}
-	_ = r.tx.Respond(res)
-	if res.StatusCode == sip.StatusOK && s.trackAoRs {
-		if to := req.To(); to != nil {
-			s.tracker.Add(aorOf(to.Address))
+	}, func(res *sip.Response) {
+		defer func() {
+			if p := recover(); p != nil { // not on a handler goroutine: serve's recover is not there
+				s.m.panics.Inc()
+				s.log.Error("panic sending a REGISTER response", "panic", p, "call_id", callID(req), "stack", string(debug.Stack()))
+			}
+		}()
+		s.done(r)
+		if res == nil {
+			r.tx.reply(sip.StatusInternalServerError, "Server Internal Error")
+			return
 		}
-	}
+		_ = r.tx.Respond(res)
+		if res.StatusCode == sip.StatusOK && s.trackAoRs {
+			if to := req.To(); to != nil {
+				s.tracker.Add(aorOf(to.Address))
+			}
+		}
+	})
 }
 
 // authenticate runs digest auth on a request; it answers the request

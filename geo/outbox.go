@@ -63,6 +63,7 @@ type gen struct {
 	pending  int       // bind frames sent and not acknowledged yet
 	deadline int64     // unix ns
 	sent     bool
+	thens    []func() // SaveDeferred callbacks, run once it resolves
 }
 
 // Result is the generation's outcome (AckPending until it resolves).
@@ -106,6 +107,10 @@ type outbox struct {
 	live        []*gen          // sent, unresolved
 	onResolve   func(AckResult)
 	lastFlush   int64
+	// fired are the callbacks of generations resolved under mu, run by
+	// unlock once mu is released: a callback sends a SIP response, and
+	// holding mu through that would stall every Save.
+	fired []func()
 }
 
 // minFlushGap spaces flushes so that a busy node batches even without a
@@ -188,15 +193,38 @@ func (o *outbox) resolve(g *gen, r AckResult) {
 	}
 	g.result = r
 	close(g.done)
+	o.fired = append(o.fired, g.thens...)
+	g.thens = nil
 	if o.onResolve != nil {
 		o.onResolve(r)
 	}
 }
 
+// unlock releases mu, then runs the callbacks fired under it.
+func (o *outbox) unlock() {
+	f := o.fired
+	o.fired = nil
+	o.mu.Unlock()
+	for _, fn := range f {
+		fn()
+	}
+}
+
+// then runs fn once g resolves (at once if it has).
+func (o *outbox) then(g *gen, fn func()) {
+	o.mu.Lock()
+	if g.result != AckPending {
+		o.fired = append(o.fired, fn)
+	} else {
+		g.thens = append(g.thens, fn)
+	}
+	o.unlock()
+}
+
 // acked takes a partner's confirmation of a batch.
 func (o *outbox) acked(batch uint64) (AckResult, bool) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	defer o.unlock()
 	g, ok := o.outstanding[batch]
 	if !ok {
 		return 0, false
@@ -216,7 +244,7 @@ func (o *outbox) acked(batch uint64) (AckResult, bool) {
 // expire resolves the generations whose partners did not answer in time.
 func (o *outbox) expire(now int64) (n int) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	defer o.unlock()
 	live := o.live[:0]
 	for _, g := range o.live {
 		switch {
@@ -258,7 +286,7 @@ func (o *outbox) nextDeadline() int64 {
 // stop resolves everything still waiting.
 func (o *outbox) stop() {
 	o.mu.Lock()
-	defer o.mu.Unlock()
+	defer o.unlock()
 	for _, g := range o.live {
 		o.resolve(g, AckStopped)
 	}
@@ -443,7 +471,7 @@ func (s *Service) flush() {
 				g.deadline = s.now() + int64(s.cfg.AckTimeout)
 				o.live = append(o.live, g)
 			}
-			o.mu.Unlock()
+			o.unlock()
 		}
 	}
 	for _, a := range acks {

@@ -164,6 +164,24 @@ func (s *Service) Save(ctx context.Context, req *location.SaveRequest) (*locatio
 	return res, nil
 }
 
+// SaveDeferred is Save without the wait (location.DeferredSaver):
+// confirmed runs once the change's generation resolves (replicated,
+// degraded after ack_timeout, alone or stopped; the same moments Save
+// returns at), on the goroutine that resolves it, or at once when there
+// is nothing to wait for. It is not called when SaveDeferred fails.
+func (s *Service) SaveDeferred(ctx context.Context, req *location.SaveRequest, confirmed func()) (*location.SaveResult, error) {
+	res, g, err := s.save(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if g == nil || s.inline || !s.partnersUp() {
+		confirmed()
+		return res, nil
+	}
+	s.out.then(g, confirmed)
+	return res, nil
+}
+
 // save is Save without the wait: the generation to wait for (nil when
 // nothing needs replicating).
 func (s *Service) save(ctx context.Context, req *location.SaveRequest) (*location.SaveResult, *gen, error) {

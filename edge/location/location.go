@@ -139,3 +139,15 @@ type Store interface {
 	// Len is the number of stored bindings.
 	Len() int
 }
+
+// DeferredSaver is a Store whose changes are confirmed after Save could
+// return (geo: the HA partner's ack). SaveDeferred applies req like Save
+// and returns its result at once; on success it calls confirmed exactly
+// once, when the change may be acknowledged to the UA: possibly before it
+// returns, possibly later on another goroutine. The registrar then sends
+// its 200 from there instead of keeping a goroutine parked per REGISTER,
+// which under a backlog had to wait its turn on the CPU a second time
+// after the ack.
+type DeferredSaver interface {
+	SaveDeferred(ctx context.Context, req *SaveRequest, confirmed func()) (*SaveResult, error)
+}

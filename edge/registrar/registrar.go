@@ -39,6 +39,8 @@ type Event struct {
 	Reason string
 	Fetch  bool                 // a query without Contact
 	Result *location.SaveResult // nil unless bindings were saved
+
+	deferred bool // saved through SaveDeferred: the 200 waits for confirmed
 }
 
 // Registrar handles REGISTER requests against a location.Store. It is safe
@@ -112,20 +114,63 @@ func (r *Registrar) Handle(ctx context.Context, req *sip.Request, src Source) *s
 		return sip.NewResponse(400, "Bad Request")
 	}
 	ev := Event{}
-	res := r.handle(ctx, req, src, &ev)
+	res := r.handle(ctx, req, src, &ev, nil, nil)
+	r.record(&ev, res, src)
+	return res
+}
+
+// HandleAsync is Handle for a store that confirms changes after saving
+// them (location.DeferredSaver, geo's replication to the HA partner): send
+// is called exactly once with the response, at once for anything but a
+// saved change, else when the store confirms it, possibly on another
+// goroutine after HandleAsync has returned. With any other store it is
+// Handle followed by send.
+func (r *Registrar) HandleAsync(ctx context.Context, req *sip.Request, src Source, send func(*sip.Response)) {
+	ds, ok := r.store.(location.DeferredSaver)
+	if !ok || req == nil {
+		send(r.Handle(ctx, req, src))
+		return
+	}
+	g := &gate{send: send}
+	ev := Event{}
+	res := r.handle(ctx, req, src, &ev, ds, g.arrive)
+	r.record(&ev, res, src)
+	if !ev.deferred {
+		send(res)
+		return
+	}
+	g.res = res
+	g.arrive()
+}
+
+// gate sends a deferred response once it is built and the store has
+// confirmed its change, whichever comes last.
+type gate struct {
+	n    atomic.Int32
+	res  *sip.Response // set before the builder's arrive
+	send func(*sip.Response)
+}
+
+func (g *gate) arrive() {
+	if g.n.Add(1) == 2 {
+		g.send(g.res)
+	}
+}
+
+// record counts, logs and reports a handled REGISTER.
+func (r *Registrar) record(ev *Event, res *sip.Response, src Source) {
 	ev.Status, ev.Reason = res.StatusCode, res.Reason
-	r.stats.record(&ev)
+	r.stats.record(ev)
 	if res.StatusCode >= 300 {
 		r.log.Debug("registrar: rejected REGISTER", "aor", ev.AoR, "status", res.StatusCode,
 			"reason", res.Reason, "src", src.Addr)
 	}
 	if r.observer != nil {
-		r.observer(ev)
+		r.observer(*ev)
 	}
-	return res
 }
 
-func (r *Registrar) handle(ctx context.Context, req *sip.Request, src Source, ev *Event) *sip.Response {
+func (r *Registrar) handle(ctx context.Context, req *sip.Request, src Source, ev *Event, ds location.DeferredSaver, confirmed func()) *sip.Response {
 	if req.Method != sip.REGISTER {
 		res := sip.NewResponseFromRequest(req, 405, "Method Not Allowed", nil)
 		res.AppendHeader(sip.NewHeader("Allow", "REGISTER"))
@@ -228,7 +273,13 @@ func (r *Registrar) handle(ctx context.Context, req *sip.Request, src Source, ev
 			NATed:     DetectNAT(c.uri.Host, c.uri.Port, via, src.Addr),
 		})
 	}
-	res, err := r.store.Save(ctx, sreq)
+	var res *location.SaveResult
+	if ds != nil {
+		res, err = ds.SaveDeferred(ctx, sreq, confirmed)
+		ev.deferred = err == nil
+	} else {
+		res, err = r.store.Save(ctx, sreq)
+	}
 	if err != nil {
 		return r.storeError(req, aor, err)
 	}
