@@ -294,6 +294,9 @@ type snapReader struct {
 	// 300 MB of fresh memory, a third of the donor's CPU in page faults.
 	reuse bool
 	buf   []byte
+	// warmed keeps warm's loads from being optimised away (a global
+	// would be written by every reader at once).
+	warmed int
 }
 
 func (s *Service) reader(kind uint8, from, to int) *snapReader {
@@ -329,7 +332,7 @@ func (r *snapReader) Next(dst [][]byte, maxBytes int) ([][]byte, bool) {
 			sh := &r.s.st.shards[r.next]
 			sh.mu.Lock()
 			r.list = sh.sorted(r.list[:0], r.s.inline)
-			warmSink += warm(r.list, r.kind)
+			r.warmed += warm(r.list, r.kind)
 			sh.mu.Unlock()
 			r.states, r.cur = r.list, r.next
 			r.next++
@@ -346,9 +349,6 @@ func (r *snapReader) Next(dst [][]byte, maxBytes int) ([][]byte, bool) {
 	}
 	return dst, len(r.states) == 0 && r.next >= r.end
 }
-
-// warmSink keeps warm's loads from being optimised away.
-var warmSink int
 
 // warm reads what encoding states will read, AoR by AoR in tight loops:
 // the memory of a million AoRs is scattered, and encoding them one after
