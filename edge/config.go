@@ -63,9 +63,8 @@ type Config struct {
 	// excess instead of queueing work it cannot finish before the UA gives
 	// up, which would also starve its cluster heartbeats. Default 4000:
 	// 400 ms of work at 10,000 REGISTER/s, when UAs start retransmitting
-	// (T1, 500 ms). Not less: with geo, every REGISTER waits for its
-	// partner's ack (up to 50 ms), and a bound of 1000 shed REGISTERs on a
-	// partner's hiccup of a few tens of ms at 6000/s.
+	// (T1, 500 ms). A REGISTER whose 200 waits for geo's partner ack is
+	// no longer counted: its handler has returned.
 	MaxRegistersInFlight int `yaml:"max_registers_in_flight"`
 	// Timeouts of forwarded requests.
 	Timeouts Timeouts `yaml:"timeouts"`

@@ -69,6 +69,12 @@
 // REGISTER, hence ack_timeout. TestSimulation checks exactly this,
 // under random load, crashes, partitions and heals.
 //
+// SaveDeferred gives the same guarantee without a goroutine waiting: it
+// returns at once and calls back when Save would have returned. The
+// registrar sends the 200 from that callback, so on a busy node the
+// response leaves as soon as the partner's ack is read, instead of after
+// its handler goroutine has queued for the CPU a second time.
+//
 // # Lookups
 //
 // Lookup / LookupFrom (a request that entered the platform here) return,
