@@ -60,9 +60,18 @@ func newSyncNodes(tb testing.TB) *syncNodes {
 
 func (sn *syncNodes) start(id uint32, listen string, join []string, subs ...func(cluster.Event)) (*Service, *cluster.Node) {
 	t := sn.tb
+	// A joining node waits longer for its first link: after its
+	// SeedSyncDelay with no holder of the region's bindings in view, it
+	// declares them synced with nothing (Capability.Donors). 100 ms was
+	// too short under -race with other packages' tests running
+	// (TestSyncAppliesInBackgroundAndSettles: "bind 0" chunks queued).
+	seedDelay := 2 * time.Second
+	if id == 1 {
+		seedDelay = 100 * time.Millisecond
+	}
 	cc := cluster.Config{
 		NodeID: id, Region: "eu", Listen: listen, Key: "0123456789abcdef0123456789abcdef",
-		SIPAddr: fmt.Sprintf("127.0.0.%d:5060", id), Seed: id == 1, SeedSyncDelay: 100 * time.Millisecond,
+		SIPAddr: fmt.Sprintf("127.0.0.%d:5060", id), Seed: id == 1, SeedSyncDelay: seedDelay,
 		Join: join, Tags: []cluster.TagConfig{{Name: "home-eu", Region: "eu"}},
 		// The default LAN dead time (400 ms) lost the link on a machine
 		// at load 20+: both nodes' goroutines starved, the sync was
