@@ -54,6 +54,9 @@ type tagState struct {
 	// wantSince is when this node was elected but not yet active: it is
 	// waiting for the previous holder's release or fence margin.
 	wantSince time.Time
+	// overridden is when an operator override for the tag last reached
+	// this node (local time).
+	overridden time.Time
 }
 
 // msgTagClaim carries a node's claim on a tag (active or released). It is
@@ -219,6 +222,13 @@ func (c *Core) mayActivate(t *tagState) bool {
 	if !c.lastCame.IsZero() && c.now.Sub(c.lastCame) < c.cfg.LAN.PingInterval {
 		return false
 	}
+	// Nor within one LAN ping interval of an override reaching it: a node
+	// elected by the old rule (a failover at that same instant) may have
+	// become active before hearing of the override, and its claim is
+	// still on the way.
+	if !t.overridden.IsZero() && c.now.Sub(t.overridden) < c.cfg.LAN.PingInterval {
+		return false
+	}
 	// An eligible node lost by heartbeat timeout may have become active
 	// just before it was cut off, its claim never reaching this side (a
 	// node out of TopologyGrace, say): wait the margin whatever claim is
@@ -311,6 +321,9 @@ func (c *Core) onOverride(from NodeID, o override) {
 		return
 	}
 	c.overrides[o.Tag] = o
+	if t := c.tag(o.Tag); t != nil {
+		t.overridden = c.now
+	}
 	body := o.encode()
 	for _, l := range c.sortedLinks() {
 		if l != from {
