@@ -12,30 +12,31 @@ import (
 // metrics are the node's Prometheus series. Label values are bounded: node
 // ids (the cluster size), capability names and tag names from config.
 type metrics struct {
-	nodes        *prometheus.GaugeVec
-	nodeUp       *prometheus.GaugeVec
-	nodeDirect   *prometheus.GaugeVec
-	rtt          *prometheus.GaugeVec
-	links        *prometheus.GaugeVec
-	framesSent   *prometheus.CounterVec
-	framesRecv   *prometheus.CounterVec
-	bytesSent    *prometheus.CounterVec
-	bytesRecv    *prometheus.CounterVec
-	authFailures prometheus.Counter
-	badFrames    prometheus.Counter
-	refused      prometheus.Counter
-	sendDropped  prometheus.Counter
-	forwarded    prometheus.Counter
-	noRoute      prometheus.Counter
-	linksDead    prometheus.Counter
-	probes       prometheus.Counter
-	probesFailed prometheus.Counter
-	aeTruncated  prometheus.Counter
-	syncState    *prometheus.GaugeVec
-	syncRecords  *prometheus.GaugeVec
-	repairs      *prometheus.GaugeVec
-	tagOwner     *prometheus.GaugeVec
-	tagActive    *prometheus.GaugeVec
+	nodes         *prometheus.GaugeVec
+	nodeUp        *prometheus.GaugeVec
+	nodeDirect    *prometheus.GaugeVec
+	rtt           *prometheus.GaugeVec
+	links         *prometheus.GaugeVec
+	framesSent    *prometheus.CounterVec
+	framesRecv    *prometheus.CounterVec
+	bytesSent     *prometheus.CounterVec
+	bytesRecv     *prometheus.CounterVec
+	authFailures  prometheus.Counter
+	badFrames     prometheus.Counter
+	refused       prometheus.Counter
+	sendDropped   prometheus.Counter
+	forwarded     prometheus.Counter
+	noRoute       prometheus.Counter
+	linksDead     prometheus.Counter
+	probes        prometheus.Counter
+	probesFailed  prometheus.Counter
+	aeTruncated   prometheus.Counter
+	aeUnconfirmed prometheus.Counter
+	syncState     *prometheus.GaugeVec
+	syncRecords   *prometheus.GaugeVec
+	repairs       *prometheus.GaugeVec
+	tagOwner      *prometheus.GaugeVec
+	tagActive     *prometheus.GaugeVec
 
 	last core.Stats
 }
@@ -52,34 +53,35 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub, Name: name, Help: help})
 	}
 	m := &metrics{
-		nodes:        g("nodes", "Known nodes by state (self, up, down).", "state"),
-		nodeUp:       g("node_up", "1 when the node is reachable by any path.", "node"),
-		nodeDirect:   g("node_direct", "1 when a direct link to the node is up.", "node"),
-		rtt:          g("node_rtt_seconds", "Heartbeat round-trip time of the direct link.", "node"),
-		links:        g("links", "Links of the link-state database by state (up: both ends, half: one end).", "state"),
-		framesSent:   cv("frames_sent_total", "Frames sent, by capability.", "cap"),
-		framesRecv:   cv("frames_received_total", "Frames received, by capability.", "cap"),
-		bytesSent:    cv("sent_bytes_total", "Frame body bytes sent, by capability.", "cap"),
-		bytesRecv:    cv("received_bytes_total", "Frame body bytes received, by capability.", "cap"),
-		authFailures: c("auth_failures_total", "Links refused because the peer failed authentication."),
-		badFrames:    c("bad_frames_total", "Malformed frames dropped (the link was kept)."),
-		refused:      c("links_refused_total", "Links refused after authentication (duplicate or removed node id)."),
-		sendDropped:  c("send_dropped_total", "Frames dropped because a link's send queue was full."),
-		forwarded:    c("frames_forwarded_total", "Frames relayed for other nodes."),
-		noRoute:      c("no_route_total", "Frames dropped for want of a route."),
-		linksDead:    c("links_dead_total", "Direct links declared dead because the peer went silent (heartbeat timeout or failed probe)."),
-		probes:       c("link_probes_total", "Links probed at once because another link to the same peer, or another of this node's links, died."),
-		probesFailed: c("link_probes_failed_total", "Probed links declared dead because the peer did not answer in time."),
-		aeTruncated:  c("anti_entropy_truncated_total", "Anti-entropy rounds cut at anti_entropy_bytes; another round with the same peer follows 250 ms later."),
-		syncState:    g("capability_sync_state", "1 for the capability's current sync state.", "cap", "state"),
-		syncRecords:  g("capability_sync_records", "Records received by the current or last sync.", "cap"),
-		repairs:      g("capability_repaired_records", "Records received through anti-entropy.", "cap"),
-		tagOwner:     g("tag_owner", "Node id of the tag's owner as seen here (0: none).", "tag"),
-		tagActive:    g("tag_active", "1 when this node is the tag's active owner.", "tag"),
+		nodes:         g("nodes", "Known nodes by state (self, up, down).", "state"),
+		nodeUp:        g("node_up", "1 when the node is reachable by any path.", "node"),
+		nodeDirect:    g("node_direct", "1 when a direct link to the node is up.", "node"),
+		rtt:           g("node_rtt_seconds", "Heartbeat round-trip time of the direct link.", "node"),
+		links:         g("links", "Links of the link-state database by state (up: both ends, half: one end).", "state"),
+		framesSent:    cv("frames_sent_total", "Frames sent, by capability.", "cap"),
+		framesRecv:    cv("frames_received_total", "Frames received, by capability.", "cap"),
+		bytesSent:     cv("sent_bytes_total", "Frame body bytes sent, by capability.", "cap"),
+		bytesRecv:     cv("received_bytes_total", "Frame body bytes received, by capability.", "cap"),
+		authFailures:  c("auth_failures_total", "Links refused because the peer failed authentication."),
+		badFrames:     c("bad_frames_total", "Malformed frames dropped (the link was kept)."),
+		refused:       c("links_refused_total", "Links refused after authentication (duplicate or removed node id)."),
+		sendDropped:   c("send_dropped_total", "Frames dropped because a link's send queue was full."),
+		forwarded:     c("frames_forwarded_total", "Frames relayed for other nodes."),
+		noRoute:       c("no_route_total", "Frames dropped for want of a route."),
+		linksDead:     c("links_dead_total", "Direct links declared dead because the peer went silent (heartbeat timeout or failed probe)."),
+		probes:        c("link_probes_total", "Links probed at once because another link to the same peer, or another of this node's links, died."),
+		probesFailed:  c("link_probes_failed_total", "Probed links declared dead because the peer did not answer in time."),
+		aeTruncated:   c("anti_entropy_truncated_total", "Anti-entropy rounds cut at anti_entropy_bytes; another round with the same peer follows 250 ms later."),
+		aeUnconfirmed: c("anti_entropy_unconfirmed_buckets_total", "Buckets that differed in one anti-entropy comparison and were not sent: they are sent only if they still differ 500 ms later (replication in flight makes recently written buckets differ)."),
+		syncState:     g("capability_sync_state", "1 for the capability's current sync state.", "cap", "state"),
+		syncRecords:   g("capability_sync_records", "Records received by the current or last sync.", "cap"),
+		repairs:       g("capability_repaired_records", "Records received through anti-entropy.", "cap"),
+		tagOwner:      g("tag_owner", "Node id of the tag's owner as seen here (0: none).", "tag"),
+		tagActive:     g("tag_active", "1 when this node is the tag's active owner.", "tag"),
 	}
 	if reg != nil {
 		for _, col := range []prometheus.Collector{m.nodes, m.nodeUp, m.nodeDirect, m.rtt, m.links, m.framesSent, m.framesRecv,
-			m.bytesSent, m.bytesRecv, m.authFailures, m.badFrames, m.refused, m.sendDropped, m.forwarded, m.noRoute, m.linksDead, m.probes, m.probesFailed, m.aeTruncated,
+			m.bytesSent, m.bytesRecv, m.authFailures, m.badFrames, m.refused, m.sendDropped, m.forwarded, m.noRoute, m.linksDead, m.probes, m.probesFailed, m.aeTruncated, m.aeUnconfirmed,
 			m.syncState, m.syncRecords, m.repairs, m.tagOwner, m.tagActive} {
 			reg.MustRegister(col)
 		}
@@ -179,5 +181,6 @@ func (m *metrics) observe(n *Node) {
 	m.probes.Add(float64(s.Probes - m.last.Probes))
 	m.probesFailed.Add(float64(s.ProbesFailed - m.last.ProbesFailed))
 	m.aeTruncated.Add(float64(s.AntiEntropyTruncated - m.last.AntiEntropyTruncated))
+	m.aeUnconfirmed.Add(float64(s.AntiEntropyUnconfirmed - m.last.AntiEntropyUnconfirmed))
 	m.last = s
 }

@@ -1,7 +1,9 @@
 package core
 
 import (
+	"cmp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/anyedge/anyedge/cluster/wire"
@@ -25,6 +27,88 @@ import (
 
 // aeFollowUp spaces the rounds of a repair too large for one.
 const aeFollowUp = 250 * time.Millisecond
+
+// A bucket is sent only once two comparisons, aeRecheck apart, found it
+// different. Under load, replication in flight makes the buckets written
+// in the last few milliseconds differ at any instant (more while a loop
+// lags): one comparison shipped about a hundred records for each one that
+// actually needed repair, every round, and merging them stalled a busy
+// one-core node's loop for a replication-lag tail of hundreds of ms. An
+// in-flight difference is gone by the second look; a real one is still
+// there. The first digest marks the differing buckets as suspects and the
+// receiver answers aeRecheck later with its own digest; the peer, seeing
+// its fresh suspects differ again, sends them (and asks for ours). A
+// repair after a heal thus starts about a second later.
+const (
+	aeRecheck    = 500 * time.Millisecond
+	aeSuspectTTL = 4 * aeRecheck // a second look must come within this
+)
+
+type aeKey struct {
+	peer NodeID
+	name string
+}
+
+// aeSuspect: the buckets that differed in a comparison at at.
+type aeSuspect struct {
+	at      time.Time
+	buckets map[uint32]bool
+}
+
+// aeConfirm splits the buckets that differ from peer's digest: those that
+// already differed in the last comparison are returned to be sent; the
+// others become the suspects, and if there were no fresh suspects to
+// compare with, a digest goes back to peer aeRecheck later so that the
+// peer looks a second time.
+func (c *Core) aeConfirm(peer NodeID, name string, diff []uint32) []uint32 {
+	k := aeKey{peer, name}
+	old := c.aeSusp[k]
+	fresh := old != nil && c.now.Sub(old.at) <= aeSuspectTTL
+	var confirmed []uint32
+	sus := &aeSuspect{at: c.now, buckets: map[uint32]bool{}}
+	for _, b := range diff {
+		if fresh && old.buckets[b] {
+			confirmed = append(confirmed, b)
+		} else {
+			sus.buckets[b] = true
+		}
+	}
+	if len(sus.buckets) == 0 {
+		delete(c.aeSusp, k)
+	} else {
+		c.aeSusp[k] = sus
+		if !fresh {
+			c.aeCheck[k] = c.now.Add(aeRecheck)
+		}
+	}
+	c.stats.AntiEntropyUnconfirmed += uint64(len(sus.buckets))
+	return confirmed
+}
+
+// aeRechecks sends the digests that confirm suspects, when due.
+func (c *Core) aeRechecks() {
+	if len(c.aeCheck) == 0 {
+		return
+	}
+	keys := make([]aeKey, 0, len(c.aeCheck))
+	for k, at := range c.aeCheck {
+		if !c.now.Before(at) {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b aeKey) int { // deterministic
+		if a.peer != b.peer {
+			return cmp.Compare(a.peer, b.peer)
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	for _, k := range keys {
+		delete(c.aeCheck, k)
+		if c.aeReady(k.name, k.peer) {
+			c.sendDigest(k.name, k.peer)
+		}
+	}
+}
 
 // aeRest is what a truncated round left to send to one peer.
 type aeRest struct {
@@ -137,6 +221,7 @@ func (c *Core) scheduleHeal(peer NodeID) {
 func (c *Core) AntiEntropy(peer NodeID) { c.scheduleHeal(peer) }
 
 func (c *Core) tickAntiEntropy() {
+	c.aeRechecks()
 	if len(c.aeAgain) > 0 {
 		peers := make([]NodeID, 0, len(c.aeAgain))
 		for p := range c.aeAgain {
@@ -195,7 +280,7 @@ func (c *Core) onAntiEntropy(f *wire.Frame, r *wire.Reader) {
 				diff = append(diff, uint32(i))
 			}
 		}
-		if len(diff) == 0 {
+		if diff = c.aeConfirm(f.Src, name, diff); len(diff) == 0 {
 			return
 		}
 		// From a random bucket, so truncated rounds do not favour the

@@ -3,6 +3,7 @@ package core
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"testing"
 	"time"
 )
@@ -192,5 +193,57 @@ func TestAntiEntropyFollowUpsEnd(t *testing.T) {
 	}
 	if quiet := s.now.Sub(lastChange); quiet < 5*time.Second {
 		t.Fatalf("follow-up rounds still running at the end of 15 s of writes (last truncation %v before it): they do not end", quiet)
+	}
+}
+
+// A bucket is sent only when a second comparison, soon after the first,
+// still finds it different: one look marks suspects and schedules a
+// digest back; a fresh second look sends what differed both times and
+// keeps the rest as suspects without another recheck; a stale one starts
+// over.
+func TestAntiEntropyConfirm(t *testing.T) {
+	c := New(Config{Self: NodeMeta{ID: 1}}, time.Unix(100, 0))
+	if got := c.aeConfirm(2, "kv", []uint32{1, 2, 3}); len(got) != 0 {
+		t.Fatalf("first look sent %v", got)
+	}
+	if at, ok := c.aeCheck[aeKey{2, "kv"}]; !ok || at.Sub(c.now) != aeRecheck {
+		t.Fatalf("no recheck scheduled aeRecheck later: %v %v", at, ok)
+	}
+	delete(c.aeCheck, aeKey{2, "kv"})
+	c.now = c.now.Add(aeRecheck)
+	if got := c.aeConfirm(2, "kv", []uint32{2, 3, 4}); !slices.Equal(got, []uint32{2, 3}) {
+		t.Fatalf("second look sent %v, want [2 3] (differed twice)", got)
+	}
+	if _, ok := c.aeCheck[aeKey{2, "kv"}]; ok {
+		t.Fatal("a second look scheduled another recheck: the pair would ping-pong")
+	}
+	if got := c.aeConfirm(3, "kv", []uint32{4}); len(got) != 0 {
+		t.Fatalf("another peer's suspects confirmed %v", got)
+	}
+	c.now = c.now.Add(aeSuspectTTL + time.Millisecond)
+	if got := c.aeConfirm(2, "kv", []uint32{4}); len(got) != 0 {
+		t.Fatalf("a stale suspect was confirmed: %v", got)
+	}
+	if _, ok := c.aeCheck[aeKey{2, "kv"}]; !ok {
+		t.Fatal("no recheck after a stale look")
+	}
+}
+
+// The periodic exchange pushed out of reach, a lasting divergence found by
+// one operator-started exchange is still repaired, by the recheck, within
+// about a second, and the first comparison alone sends nothing.
+func TestAntiEntropyRecheckRepairs(t *testing.T) {
+	s := aePair(t, time.Hour)
+	writeLocal(s, 1, "only-on-1", 1)
+	writeLocal(s, 2, "only-on-2", 2)
+	s.nodes[1].core.AntiEntropy(2)
+	s.run(aeRecheck / 2)
+	for _, id := range s.ids {
+		if r := capInfo(s.nodes[id].core, "kv").Repairs; r != 0 {
+			t.Fatalf("node %d: %d records sent on the first comparison", id, r)
+		}
+	}
+	if err := s.eventually(2*time.Second, func() error { return kvEqual(s) }); err != nil {
+		t.Fatalf("2 s after the exchange: %v", err)
 	}
 }

@@ -38,6 +38,9 @@ type Stats struct {
 	// AntiEntropyTruncated counts anti-entropy rounds cut at
 	// AntiEntropyBytes (another round follows).
 	AntiEntropyTruncated uint64
+	// AntiEntropyUnconfirmed counts buckets that differed in a comparison
+	// and were not sent, pending a second look (replication in flight).
+	AntiEntropyUnconfirmed uint64
 }
 
 // Core is one node's cluster state machine. It is not safe for concurrent
@@ -80,6 +83,8 @@ type Core struct {
 	reqSeq   uint64
 	lastAE   time.Time
 	aeAgain  map[NodeID]*aeRest // what truncated rounds left, by peer
+	aeSusp   map[aeKey]*aeSuspect // buckets seen differing once, not yet sent
+	aeCheck  map[aeKey]time.Time  // when to send our digest again, to confirm
 
 	out   Ready
 	stats Stats
@@ -109,6 +114,8 @@ func New(cfg Config, now time.Time) *Core {
 		streams:   map[uint64]*outStream{},
 		lastAE:    now,
 		aeAgain:   map[NodeID]*aeRest{},
+		aeSusp:    map[aeKey]*aeSuspect{},
+		aeCheck:   map[aeKey]time.Time{},
 	}
 	c.cfg.Self.Synced = nil
 	for _, t := range cfg.Tags {
