@@ -111,6 +111,11 @@ type outbox struct {
 	// unlock once mu is released: a callback sends a SIP response, and
 	// holding mu through that would stall every Save.
 	fired []func()
+	// confirm, while Run runs, takes fired callbacks to a goroutine of
+	// their own: an ack is resolved on the cluster's loop, and a SIP send
+	// per REGISTER there delayed the loop's replication frames (the lag's
+	// p99 went from about 3 to 11–14 ms at 4,500/s). Written under mu.
+	confirm chan []func()
 }
 
 // minFlushGap spaces flushes so that a busy node batches even without a
@@ -200,13 +205,52 @@ func (o *outbox) resolve(g *gen, r AckResult) {
 	}
 }
 
-// unlock releases mu, then runs the callbacks fired under it.
+// unlock releases mu, and hands the callbacks fired under it to the
+// confirm goroutine, or runs them once mu is released when there is none
+// or its queue is full.
 func (o *outbox) unlock() {
 	f := o.fired
 	o.fired = nil
+	if len(f) > 0 && o.confirm != nil {
+		select {
+		case o.confirm <- f: // under mu: never after closeConfirm
+			f = nil
+		default:
+		}
+	}
 	o.mu.Unlock()
 	for _, fn := range f {
 		fn()
+	}
+}
+
+// runConfirm runs fired callbacks until closeConfirm.
+func (o *outbox) runConfirm(ch chan []func()) {
+	for f := range ch {
+		for _, fn := range f {
+			fn()
+		}
+	}
+}
+
+// openConfirm starts the confirm goroutine; closeConfirm stops it once it
+// has run everything queued, and returns when it has.
+func (o *outbox) openConfirm() (closeConfirm func()) {
+	ch := make(chan []func(), 256)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		o.runConfirm(ch)
+	}()
+	o.mu.Lock()
+	o.confirm = ch
+	o.mu.Unlock()
+	return func() {
+		o.mu.Lock()
+		close(ch)
+		o.confirm = nil
+		o.mu.Unlock()
+		<-done
 	}
 }
 

@@ -506,6 +506,7 @@ func (s *Service) Run(ctx context.Context) error {
 	flushT := time.NewTimer(time.Hour)
 	defer flushT.Stop()
 	armed := false
+	defer s.out.openConfirm()() // after s.stop: its callbacks are run too
 	defer s.stop()
 	s.Tick(s.clock())
 	for {

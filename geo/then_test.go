@@ -1,6 +1,9 @@
 package geo
 
 import (
+	"bytes"
+	"runtime"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -70,4 +73,55 @@ func TestOutboxThen(t *testing.T) {
 			t.Fatalf("callbacks %v, want %v", got, want)
 		}
 	}
+}
+
+// With the confirm goroutine open (Run), fired callbacks run there, not on
+// the goroutine that resolved them (the cluster loop, for an ack); closing
+// it runs what stop fired before it returns.
+func TestOutboxConfirmGoroutine(t *testing.T) {
+	o := newOutbox()
+	closeConfirm := o.openConfirm()
+	ran := make(chan int64, 2)
+	here := goid()
+	g := o.add(1, outRec{kind: recBind, aor: "a"})
+	o.then(g, func() { ran <- goid() })
+	o.mu.Lock()
+	o.cur = nil
+	o.batch++
+	o.outstanding[o.batch] = g
+	g.pending, g.sent = 1, true
+	o.live = append(o.live, g)
+	o.mu.Unlock()
+	o.acked(o.batch)
+	select {
+	case id := <-ran:
+		if id == here {
+			t.Fatal("the callback ran on the goroutine that took the ack")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the callback never ran")
+	}
+	g = o.add(1, outRec{kind: recBind, aor: "b"})
+	o.then(g, func() { ran <- 0 })
+	o.stop()
+	closeConfirm()
+	select {
+	case <-ran:
+	default:
+		t.Fatal("closeConfirm returned before the callback stop fired had run")
+	}
+	o.then(g, func() { ran <- 1 }) // closed: runs inline
+	if len(ran) != 1 {
+		t.Fatal("a callback after closeConfirm did not run at once")
+	}
+}
+
+// goid is the current goroutine's id (for telling goroutines apart in a
+// test only).
+func goid() int64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	id, _ := strconv.ParseInt(string(b[:bytes.IndexByte(b, ' ')]), 10, 64)
+	return id
 }
