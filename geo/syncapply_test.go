@@ -43,13 +43,9 @@ func snapshotChunks(s *Service, kind uint8) [][][]byte {
 	return out
 }
 
-// BenchmarkSyncApply is the receiving side of a new node's sync: a fresh
-// node applies the metadata and binding snapshots of a donor holding n
-// bindings (-geo.apply.n, default 200,000), chunk by chunk as the cluster
-// hands them over, without sockets. TestSync1MBindings is the same over
-// two real nodes.
-func BenchmarkSyncApply(b *testing.B) {
-	n := *applyN
+// filledDonor is a node holding n realistic bindings homed on it.
+func filledDonor(b *testing.B, n int) *Service {
+	b.Helper()
 	donor, err := New(Config{}, newFake(1, map[uint32]string{1: "eu", 2: "eu"}))
 	if err != nil {
 		b.Fatal(err)
@@ -62,6 +58,17 @@ func BenchmarkSyncApply(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	return donor
+}
+
+// BenchmarkSyncApply is the receiving side of a new node's sync: a fresh
+// node applies the metadata and binding snapshots of a donor holding n
+// bindings (-geo.apply.n, default 200,000), chunk by chunk as the cluster
+// hands them over, without sockets. TestSync1MBindings is the same over
+// two real nodes.
+func BenchmarkSyncApply(b *testing.B) {
+	n := *applyN
+	donor := filledDonor(b, n)
 	meta, bind := snapshotChunks(donor, recMeta), snapshotChunks(donor, recBind)
 	donor = nil
 	var cpu time.Duration
@@ -103,18 +110,7 @@ func BenchmarkSyncApply(b *testing.B) {
 // cluster's sync streams do, without sockets.
 func BenchmarkSnapshotRead(b *testing.B) {
 	n := *applyN
-	donor, err := New(Config{}, newFake(1, map[uint32]string{1: "eu", 2: "eu"}))
-	if err != nil {
-		b.Fatal(err)
-	}
-	donor.inline = true
-	now := time.Now()
-	ctx := context.Background()
-	for i := range n {
-		if _, err := donor.Save(ctx, realistic(i, now)); err != nil {
-			b.Fatal(err)
-		}
-	}
+	donor := filledDonor(b, n)
 	const budget = 64<<10 - 64
 	var cpu time.Duration
 	b.ResetTimer()

@@ -27,13 +27,7 @@ func TestOutboxThen(t *testing.T) {
 		// Acked: a sent batch's generation.
 		g := o.add(1, outRec{kind: recBind, aor: "a"})
 		o.then(g, note("acked"))
-		o.mu.Lock()
-		o.cur = nil
-		o.batch++
-		o.outstanding[o.batch] = g
-		g.pending, g.sent = 1, true
-		o.live = append(o.live, g)
-		o.mu.Unlock()
+		sendBatch(o, g)
 		if len(got) != 0 {
 			t.Errorf("ran before the ack: %v", got)
 		}
@@ -85,13 +79,7 @@ func TestOutboxConfirmGoroutine(t *testing.T) {
 	here := goid()
 	g := o.add(1, outRec{kind: recBind, aor: "a"})
 	o.then(g, func() { ran <- goid() })
-	o.mu.Lock()
-	o.cur = nil
-	o.batch++
-	o.outstanding[o.batch] = g
-	g.pending, g.sent = 1, true
-	o.live = append(o.live, g)
-	o.mu.Unlock()
+	sendBatch(o, g)
 	o.acked(o.batch)
 	select {
 	case id := <-ran:
@@ -114,6 +102,17 @@ func TestOutboxConfirmGoroutine(t *testing.T) {
 	if len(ran) != 1 {
 		t.Fatal("a callback after closeConfirm did not run at once")
 	}
+}
+
+// sendBatch does to g what flush does: one batch sent, awaiting its ack.
+func sendBatch(o *outbox, g *gen) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.cur = nil
+	o.batch++
+	o.outstanding[o.batch] = g
+	g.pending, g.sent = 1, true
+	o.live = append(o.live, g)
 }
 
 // goid is the current goroutine's id (for telling goroutines apart in a
