@@ -105,13 +105,8 @@ func (c *regCache) begin(key string) (e *regEntry, created bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.expireLocked()
-	for _, g := range c.gens {
-		if e := g.pending[key]; e != nil {
-			return e, false
-		}
-		if e := g.lookup(h, key); e != nil {
-			return e, false
-		}
+	if e := c.findLocked(h, key); e != nil {
+		return e, false
 	}
 	if c.gens[0].n >= c.max/len(c.gens) {
 		c.rotateLocked()
@@ -209,17 +204,26 @@ func (g *regGen) lookup(h uint64, key string) *regEntry {
 	return e
 }
 
+// findLocked is key's transaction (h its hash), pending or finished, nil
+// if none.
+func (c *regCache) findLocked(h uint64, key string) *regEntry {
+	for _, g := range c.gens {
+		if e := g.pending[key]; e != nil {
+			return e
+		}
+		if e := g.lookup(h, key); e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
 // has reports whether key has a transaction here, pending or finished.
 func (c *regCache) has(key string) bool {
 	h := maphash.String(c.seed, key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, g := range c.gens {
-		if g.pending[key] != nil || g.lookup(h, key) != nil {
-			return true
-		}
-	}
-	return false
+	return c.findLocked(h, key) != nil
 }
 
 // sweep drops the generations past Timer J.

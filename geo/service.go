@@ -152,8 +152,8 @@ func (s *Service) Region() string { return s.region }
 // registered through other nodes are not known here.
 func (s *Service) Save(ctx context.Context, req *location.SaveRequest) (*location.SaveResult, error) {
 	res, g, err := s.save(ctx, req)
-	if err != nil || g == nil || s.inline || !s.partnersUp() {
-		return res, err // nobody to wait for: the ack is "alone"
+	if err != nil || !s.waits(g) {
+		return res, err
 	}
 	select {
 	case <-g.done:
@@ -167,19 +167,27 @@ func (s *Service) Save(ctx context.Context, req *location.SaveRequest) (*locatio
 // SaveDeferred is Save without the wait (location.DeferredSaver):
 // confirmed runs once the change's generation resolves (replicated,
 // degraded after ack_timeout, alone or stopped; the same moments Save
-// returns at), on the goroutine that resolves it, or at once when there
-// is nothing to wait for. It is not called when SaveDeferred fails.
+// returns at), on the outbox's confirm goroutine while Run runs (else on
+// the goroutine that resolves it), or at once when there is nothing to
+// wait for. It is not called when SaveDeferred fails.
 func (s *Service) SaveDeferred(ctx context.Context, req *location.SaveRequest, confirmed func()) (*location.SaveResult, error) {
 	res, g, err := s.save(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	if g == nil || s.inline || !s.partnersUp() {
+	if !s.waits(g) {
 		confirmed()
 		return res, nil
 	}
 	s.out.then(g, confirmed)
 	return res, nil
+}
+
+// waits: a change saved into g is acknowledged only once a partner has it
+// (or ack_timeout passes). Without a binding to replicate, in a
+// simulation, or with no partner up, the ack is "alone" at once.
+func (s *Service) waits(g *gen) bool {
+	return g != nil && !s.inline && s.partnersUp()
 }
 
 // save is Save without the wait: the generation to wait for (nil when

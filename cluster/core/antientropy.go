@@ -97,10 +97,7 @@ func (c *Core) aeRechecks() {
 		}
 	}
 	slices.SortFunc(keys, func(a, b aeKey) int { // deterministic
-		if a.peer != b.peer {
-			return cmp.Compare(a.peer, b.peer)
-		}
-		return strings.Compare(a.name, b.name)
+		return cmp.Or(cmp.Compare(a.peer, b.peer), strings.Compare(a.name, b.name))
 	})
 	for _, k := range keys {
 		delete(c.aeCheck, k)

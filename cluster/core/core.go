@@ -82,7 +82,7 @@ type Core struct {
 	streams  map[uint64]*outStream // donor side, by request id
 	reqSeq   uint64
 	lastAE   time.Time
-	aeAgain  map[NodeID]*aeRest // what truncated rounds left, by peer
+	aeAgain  map[NodeID]*aeRest   // what truncated rounds left, by peer
 	aeSusp   map[aeKey]*aeSuspect // buckets seen differing once, not yet sent
 	aeCheck  map[aeKey]time.Time  // when to send our digest again, to confirm
 

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"bufio"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -109,8 +110,18 @@ func (r *FrameReader) readFrame() (*Frame, error) {
 	if _, err := r.br.Discard(lenSize); err != nil {
 		return nil, err // cannot happen: the prefix was peeked
 	}
-	pb := getBig(size)
-	buf := pb.b[:size]
+	// Only a snapshot chunk borrows pooled memory: the cluster recycles
+	// those (and nothing else), and the pool's buffers are rounded up to
+	// bigFrameCap, which a mid-sized replication frame would waste.
+	var pb *bigBuf
+	var buf []byte
+	if h, err := r.br.Peek(HeaderSize); err == nil && isSyncChunk(h) {
+		pb = getBig(size)
+		buf = pb.b[:size]
+	} else {
+		buf = make([]byte, size)
+		Prefault(buf)
+	}
 	n := 0
 	if b := r.br.Buffered(); b > 0 {
 		n, _ = r.br.Read(buf[:min(b, size)]) // buffered bytes only: no read
@@ -126,6 +137,11 @@ func (r *FrameReader) readFrame() (*Frame, error) {
 		f.big = pb
 	}
 	return f, err
+}
+
+// isSyncChunk: the frame header h is the cluster's own snapshot chunk.
+func isSyncChunk(h []byte) bool {
+	return h[17] == 0 && MsgType(binary.BigEndian.Uint16(h[6:8])) == MsgSyncChunk
 }
 
 // bigBuf is the memory of a big frame, lent to it by bigPool.
