@@ -63,6 +63,7 @@ type gen struct {
 	pending  int       // bind frames sent and not acknowledged yet
 	deadline int64     // unix ns
 	sent     bool
+	alone    bool     // a frame of it went to no node
 	thens    []func() // SaveDeferred callbacks, run once it resolves
 }
 
@@ -442,12 +443,11 @@ func (s *Service) flush() {
 		o.mu.Unlock()
 	}()
 	if len(recs) > 0 {
-		alone := false
 		sendBind := func(f []byte) {
 			var id uint64
 			if g != nil {
 				// Registered before sending: the ack may come back before
-				// SendMatching returns.
+				// the send is done.
 				o.mu.Lock()
 				o.batch++
 				id = o.batch
@@ -456,20 +456,15 @@ func (s *Service) flush() {
 				o.mu.Unlock()
 				setBatch(f, id)
 			}
-			n := s.cl.SendMatching(s.bindCap, msgUpdate, s.regionF, f)
 			s.m.sentBind.Inc()
-			if n == 0 && g != nil {
-				o.mu.Lock()
-				if _, ok := o.outstanding[id]; ok {
-					delete(o.outstanding, id)
-					g.pending--
+			s.send.matching(s.bindCap, msgUpdate, s.regionF, f, func(n int) {
+				if n == 0 && g != nil {
+					o.nowhere(g, id)
 				}
-				o.mu.Unlock()
-				alone = true
-			}
+			})
 		}
 		sendMeta := func(f []byte) {
-			s.cl.SendMatching(MetaCap, msgUpdate, s.otherF, f)
+			s.send.matching(MetaCap, msgUpdate, s.otherF, f, nil)
 			s.m.sentMeta.Inc()
 		}
 		bsize, msize := 0, 0
@@ -503,7 +498,7 @@ func (s *Service) flush() {
 			g.sent = true
 			switch {
 			case g.result != AckPending:
-			case alone:
+			case g.alone:
 				o.resolve(g, AckAlone)
 			case g.pending == 0:
 				o.resolve(g, AckReplicated)
@@ -517,7 +512,23 @@ func (s *Service) flush() {
 	for _, a := range acks {
 		var w wire.Writer
 		w.U64(a.batch)
-		_ = s.cl.Send(s.bindCap, msgAck, a.to, w.B)
+		s.send.one(s.bindCap, msgAck, a.to, w.B)
 		s.m.sentAck.Inc()
+	}
+}
+
+// nowhere takes the news that g's frame id went to no node (no other node
+// of the region was reachable): g resolves as alone once all its frames
+// are out.
+func (o *outbox) nowhere(g *gen, id uint64) {
+	o.mu.Lock()
+	defer o.unlock()
+	if _, ok := o.outstanding[id]; ok {
+		delete(o.outstanding, id)
+		g.pending--
+	}
+	g.alone = true
+	if g.sent && g.result == AckPending {
+		o.resolve(g, AckAlone)
 	}
 }

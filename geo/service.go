@@ -21,7 +21,8 @@ import (
 // is one, and the simulation tests adapt core.Sim to it. Self, Meta, IsUp
 // and TagOwner are called on lookup paths and must not block; Send and
 // SendMatching are called only from Run's goroutine (or, with an inline
-// cluster, from the caller's).
+// cluster, from the caller's), and not for replication when the cluster
+// is an AsyncCluster.
 type Cluster interface {
 	Self() cluster.NodeMeta
 	Meta(id uint32) (cluster.NodeMeta, bool)
@@ -35,6 +36,52 @@ type Cluster interface {
 }
 
 var _ Cluster = (*cluster.Node)(nil)
+
+// AsyncCluster is a Cluster that can send without waiting for its loop
+// (*cluster.Node). Run then sends replication and acks that way: a wait
+// parks Run until the loop has run, and on a busy one-core node Run then
+// queues behind every REGISTER handler before it can send the next frame.
+type AsyncCluster interface {
+	SendMatchingAsync(capName string, typ cluster.MsgType, f cluster.Filter, body []byte, done func(int))
+	SendAsync(capName string, typ cluster.MsgType, to uint32, body []byte)
+}
+
+var _ AsyncCluster = (*cluster.Node)(nil)
+
+// sender sends through an AsyncCluster when the cluster is one, else (the
+// simulations' clusters) at once, calling done before it returns.
+type sender struct {
+	cl    Cluster
+	async AsyncCluster
+}
+
+func newSender(cl Cluster) sender {
+	a, _ := cl.(AsyncCluster)
+	return sender{cl: cl, async: a}
+}
+
+// matching sends to the nodes f selects and calls done (if not nil) with
+// how many: later, from another goroutine, with an AsyncCluster.
+func (s sender) matching(capName string, typ cluster.MsgType, f cluster.Filter, body []byte, done func(int)) {
+	if s.async != nil {
+		s.async.SendMatchingAsync(capName, typ, f, body, done)
+		return
+	}
+	n := s.cl.SendMatching(capName, typ, f, body)
+	if done != nil {
+		done(n)
+	}
+}
+
+// one sends to one node; an unreachable node's message is dropped (the
+// sender's ack timeout covers it).
+func (s sender) one(capName string, typ cluster.MsgType, to uint32, body []byte) {
+	if s.async != nil {
+		s.async.SendAsync(capName, typ, to, body)
+		return
+	}
+	_ = s.cl.Send(capName, typ, to, body)
+}
 
 // Capability names. The binding capability is per region (each region's
 // nodes sync and repair their own bindings, and anti-entropy never compares
@@ -72,6 +119,7 @@ func WithRegistry(reg prometheus.Registerer) Option { return func(s *Service) { 
 type Service struct {
 	cfg     Config
 	cl      Cluster
+	send    sender // replication's way out (see AsyncCluster)
 	self    uint32
 	region  string
 	bindCap string
@@ -117,7 +165,7 @@ func New(cfg Config, cl Cluster, opts ...Option) (*Service, error) {
 		return nil, fmt.Errorf("geo: the cluster node needs an id and a region (got %d, %q)", me.ID, me.Region)
 	}
 	s := &Service{
-		cfg: cfg, cl: cl, self: me.ID, region: me.Region,
+		cfg: cfg, cl: cl, send: newSender(cl), self: me.ID, region: me.Region,
 		bindCap: BindCap(me.Region, cfg.ReplicateContactsCrossRegion),
 		clock:   time.Now,
 		log:     slog.New(slog.DiscardHandler),
