@@ -22,6 +22,7 @@ var (
 	gsRates   = flag.String("geo-rates", "1000,2000,3000,4000,5000,5500,6000,6500,7000,7500,8000,8500,9000,9500,10000,11000,12000,13000,14000,16000", "offered REGISTER/s at the home, stepped up until a step is not sustained")
 	gsCPUs    = flag.String("geo-cpus", "0:1", "HOME:OTHERS: the CPUs (taskset lists) of the measured home node, and of its partner and SIPp; empty: no pinning")
 	gsLag     = flag.Duration("geo-lag", 20*time.Second, "length of the replication-lag step (geo-pair, at half its highest sustained rate)")
+	gsNice    = flag.Int("geo-sipp-nice", 10, "niceness of SIPp, which shares the partner's CPUs: at 0 its bursts held the partner's core for 3-13 ms while a replication frame waited in the partner's socket (the partner's Go scheduler idle all along, in an execution trace); it still gets every idle cycle")
 	gsSide    = flag.Bool("geo-interleave", true, "run the configurations side by side: all their nodes up at once, and at each rate every configuration still passing takes its step in turn (the order alternating), so that the machine's drift over a run falls on all of them alike; false: one configuration's whole ramp after another")
 )
 
@@ -83,8 +84,8 @@ func TestGeoSIPBench(t *testing.T) {
 		t.Fatalf("-runs 1..10, -step 1s..5m, -geo-lag ≥ 1s")
 	}
 	b := redisBench(t)
-	b.sippCPUs = otherCPUs
-	b.logf("machine: %s; home CPUs %q, partner and SIPp CPUs %q", machine(), homeCPUs, otherCPUs)
+	b.sippCPUs, b.sippNice = otherCPUs, *gsNice
+	b.logf("machine: %s; home CPUs %q, partner and SIPp CPUs %q, SIPp niceness %d", machine(), homeCPUs, otherCPUs, *gsNice)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Hour)
 	defer cancel()
@@ -115,7 +116,7 @@ func TestGeoSIPBench(t *testing.T) {
 		}
 	}
 	b.writeResults(t, "geo", map[string]any{
-		"machine": machine(), "versions": versions(b), "step": rsStep.String(), "rates": rates, "cpus": *gsCPUs,
+		"machine": machine(), "versions": versions(b), "step": rsStep.String(), "rates": rates, "cpus": *gsCPUs, "sipp_nice": *gsNice,
 		"interleaved": *gsSide, "ramps": ramps,
 	}, geoSummary(configs, ramps))
 }

@@ -55,6 +55,9 @@ type bench struct {
 	// sippCPUs, when set, pins every SIPp to these CPUs (taskset -c), so
 	// that a server pinned elsewhere has its cores to itself.
 	sippCPUs string
+	// sippNice, when not 0, runs every SIPp at this niceness, so that on a
+	// core it shares with a measured node its bursts give way to the node.
+	sippNice int
 }
 
 func (b *bench) logf(format string, a ...any) {

@@ -100,6 +100,9 @@ func (b *bench) startSipp(ctx context.Context, spec sippSpec) (*sippProc, error)
 	if b.sippCPUs != "" {
 		argv = append([]string{"taskset", "-c", b.sippCPUs}, argv...)
 	}
+	if b.sippNice != 0 {
+		argv = append([]string{"nice", "-n", strconv.Itoa(b.sippNice)}, argv...)
+	}
 	cmd := exec.CommandContext(pctx, argv[0], argv[1:]...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
