@@ -462,11 +462,14 @@ func (n *Node) dial(addr string) {
 	})
 }
 
-// do runs fn on the loop goroutine (fire and forget).
-func (n *Node) do(fn func()) {
+// do runs fn on the loop goroutine (fire and forget); false if the node
+// has stopped and fn will not run.
+func (n *Node) do(fn func()) bool {
 	select {
 	case n.ops <- fn:
+		return true
 	case <-n.done:
+		return false
 	}
 }
 
@@ -626,18 +629,12 @@ func (n *Node) SendMatching(capName string, typ MsgType, f Filter, body []byte) 
 // 0.26 ms at the median and 2.2 ms at p99 at 4,000–5,000 REGISTER/s, and
 // 0.01 and 0.1 ms without the wait.
 func (n *Node) SendMatchingAsync(capName string, typ MsgType, f Filter, body []byte, done func(int)) {
-	op := func() {
-		cnt := n.core.SendMatching(time.Now(), capName, typ, f, body)
-		if done != nil {
-			done(cnt)
-		}
+	if done == nil {
+		done = func(int) {}
 	}
-	select {
-	case n.ops <- op: // the loop flushes after every op
-	case <-n.done:
-		if done != nil {
-			done(0)
-		}
+	// The loop flushes after every op.
+	if !n.do(func() { done(n.core.SendMatching(time.Now(), capName, typ, f, body)) }) {
+		done(0)
 	}
 }
 

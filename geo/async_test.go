@@ -13,7 +13,7 @@ import (
 // the loop after Run moved on).
 func TestAsyncSendRealPair(t *testing.T) {
 	p := startPair(t, Config{})
-	if p.svc[0].send.async == nil {
+	if p.svc[0].async == nil {
 		t.Fatal("a *cluster.Node is not used as an AsyncCluster")
 	}
 	ctx := context.Background()

@@ -457,14 +457,14 @@ func (s *Service) flush() {
 				setBatch(f, id)
 			}
 			s.m.sentBind.Inc()
-			s.send.matching(s.bindCap, msgUpdate, s.regionF, f, func(n int) {
+			s.sendMatching(s.bindCap, msgUpdate, s.regionF, f, func(n int) {
 				if n == 0 && g != nil {
 					o.nowhere(g, id)
 				}
 			})
 		}
 		sendMeta := func(f []byte) {
-			s.send.matching(MetaCap, msgUpdate, s.otherF, f, nil)
+			s.sendMatching(MetaCap, msgUpdate, s.otherF, f, nil)
 			s.m.sentMeta.Inc()
 		}
 		bsize, msize := 0, 0
@@ -512,7 +512,7 @@ func (s *Service) flush() {
 	for _, a := range acks {
 		var w wire.Writer
 		w.U64(a.batch)
-		s.send.one(s.bindCap, msgAck, a.to, w.B)
+		s.sendOne(s.bindCap, msgAck, a.to, w.B)
 		s.m.sentAck.Inc()
 	}
 }

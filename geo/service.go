@@ -48,21 +48,10 @@ type AsyncCluster interface {
 
 var _ AsyncCluster = (*cluster.Node)(nil)
 
-// sender sends through an AsyncCluster when the cluster is one, else (the
-// simulations' clusters) at once, calling done before it returns.
-type sender struct {
-	cl    Cluster
-	async AsyncCluster
-}
-
-func newSender(cl Cluster) sender {
-	a, _ := cl.(AsyncCluster)
-	return sender{cl: cl, async: a}
-}
-
-// matching sends to the nodes f selects and calls done (if not nil) with
-// how many: later, from another goroutine, with an AsyncCluster.
-func (s sender) matching(capName string, typ cluster.MsgType, f cluster.Filter, body []byte, done func(int)) {
+// sendMatching sends to the nodes f selects and calls done (if not nil)
+// with how many: later, from the cluster's loop, with an AsyncCluster; at
+// once otherwise (the simulations' clusters).
+func (s *Service) sendMatching(capName string, typ cluster.MsgType, f cluster.Filter, body []byte, done func(int)) {
 	if s.async != nil {
 		s.async.SendMatchingAsync(capName, typ, f, body, done)
 		return
@@ -73,9 +62,9 @@ func (s sender) matching(capName string, typ cluster.MsgType, f cluster.Filter, 
 	}
 }
 
-// one sends to one node; an unreachable node's message is dropped (the
-// sender's ack timeout covers it).
-func (s sender) one(capName string, typ cluster.MsgType, to uint32, body []byte) {
+// sendOne sends to one node; an unreachable node's message is dropped
+// (the sender's ack timeout covers it).
+func (s *Service) sendOne(capName string, typ cluster.MsgType, to uint32, body []byte) {
 	if s.async != nil {
 		s.async.SendAsync(capName, typ, to, body)
 		return
@@ -119,7 +108,7 @@ func WithRegistry(reg prometheus.Registerer) Option { return func(s *Service) { 
 type Service struct {
 	cfg     Config
 	cl      Cluster
-	send    sender // replication's way out (see AsyncCluster)
+	async   AsyncCluster // cl, when it is one: replication's way out
 	self    uint32
 	region  string
 	bindCap string
@@ -165,7 +154,7 @@ func New(cfg Config, cl Cluster, opts ...Option) (*Service, error) {
 		return nil, fmt.Errorf("geo: the cluster node needs an id and a region (got %d, %q)", me.ID, me.Region)
 	}
 	s := &Service{
-		cfg: cfg, cl: cl, send: newSender(cl), self: me.ID, region: me.Region,
+		cfg: cfg, cl: cl, self: me.ID, region: me.Region,
 		bindCap: BindCap(me.Region, cfg.ReplicateContactsCrossRegion),
 		clock:   time.Now,
 		log:     slog.New(slog.DiscardHandler),
@@ -175,6 +164,7 @@ func New(cfg Config, cl Cluster, opts ...Option) (*Service, error) {
 	if len(s.bindCap) > wire.MaxCapName {
 		return nil, fmt.Errorf("geo: region name %q too long for a capability name", me.Region)
 	}
+	s.async, _ = cl.(AsyncCluster)
 	for _, o := range opts {
 		o(s)
 	}
